@@ -1,0 +1,26 @@
+# The two commands of the Quickstart: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# torch is installed on its own first: pip then takes the CPU build from the local wheel
+# instead of resolving a multi-GB CUDA build as a dependency of ax/transformers.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/mixsweep run examples/quickstart.yaml --dir runs/quickstart-$$(date +%Y%m%d-%H%M%S)
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

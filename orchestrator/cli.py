@@ -1,0 +1,167 @@
+"""`mixsweep`: run | validate | status | report.
+
+User errors (spec, data, sweep directory, journal) print one line, `error: ...`, and exit 2 with no
+traceback; anything already computed stays on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.journal import JournalError, replay
+from orchestrator.spec import SpecError, load_spec
+from orchestrator.sweepdir import JOURNAL
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find the data mixture for an LM pre-training run with proxy sweeps on Ray.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """Bad input: shown as one line."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from orchestrator.controller import SweepDirExists
+    from workers.corpus import CorpusError
+    from workers.data import DataError
+
+    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists)
+
+
+@app.command()
+def validate(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
+             data: bool = typer.Option(True, help="Also read and tokenise the data (cached), checking every domain.")) -> None:
+    """Check a spec (and its data) without running anything."""
+    s = load_spec(spec)
+    if data and s.trainer.kind == "proxy":
+        from workers.data import prepare_domains
+        from workers.model import PRESETS
+
+        tokens, vocab = prepare_domains(s, s.proxy.seq_len or PRESETS[s.proxy.preset].seq_len, log=lambda m: None)
+        for name, t in tokens.items():
+            console.print(f"  {name}: {len(t.train):,} training tokens, {len(t.val):,} held out")
+    console.print(f"[green]ok[/green]: {spec} ({len(s.domains)} domains, strategy {s.strategy.kind}, "
+                  f"{s.budget.trials} trials, {s.budget.concurrency} at a time)")
+
+
+@app.command()
+def run(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
+        dir: Optional[str] = typer.Option(None, "--dir", help="Sweep directory (default: the spec's `dir`, else runs/<name>)."),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No live table; one line per finished trial.")) -> None:
+    """Run a sweep to its budget and print the recommended mixture."""
+    from orchestrator.controller import Controller
+    from orchestrator.progress import SweepView
+    from orchestrator.report import write_report
+
+    s = load_spec(spec)
+    sweep_dir = Path(dir or s.sweep_dir())
+    if (sweep_dir / JOURNAL).exists():
+        raise UserError(f"sweep directory {sweep_dir} already holds a sweep; pass another --dir")
+    dashboard = _init_ray(address)
+    console.print(f"sweep [bold]{s.name}[/bold] -> {sweep_dir}   Ray dashboard: {dashboard or 'off'}")
+    with SweepView(s, console, live=not quiet and console.is_terminal) as view:
+        rec = Controller(s, sweep_dir, on_event=view.update, log=view.log).run()
+    paths = write_report(sweep_dir)
+    if rec is None:
+        raise UserError(f"no trial completed; see `mixsweep status {sweep_dir}` for the reasons")
+    console.print(recommendation_table(rec.to_json(), s.objective.kind))
+    console.print(f"report: {paths['objective_plot']}  recommendation: {paths.get('recommendation')}")
+
+
+@app.command()
+def status(dir: Path = typer.Argument(..., help="Sweep directory."),
+           as_json: bool = typer.Option(False, "--json", help="Print the state as JSON.")) -> None:
+    """What a sweep has done so far, read from its journal."""
+    state = replay(_journal(dir), warn := [])
+    for w in warn:
+        err_console.print(f"warning: {w}")
+    summary = state.summary()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    t = Table(title=f"{summary['name']}: {summary['completed']} completed, {summary['failed']} failed, "
+                    f"{summary['running']} running of {summary['budget']}")
+    for col in ("trial", "status", "attempts", "mixture", "objective", "note"):
+        t.add_column(col)
+    for tr in summary["trials"]:
+        mix = " ".join(f"{k}={v:.2f}" for k, v in tr["mixture"].items())
+        obj = f"{tr['objective']:.4f}" if tr["objective"] is not None else ""
+        t.add_row(tr["id"], tr["status"], str(tr["attempts"]), mix, obj, tr["reason"] or "")
+    console.print(t)
+
+
+@app.command()
+def report(dir: Path = typer.Argument(..., help="Sweep directory.")) -> None:
+    """Write report/recommendation.json and report/objective.png from the sweep directory."""
+    from orchestrator.report import write_report
+
+    _journal(dir)
+    paths = write_report(dir)
+    for name, p in paths.items():
+        console.print(f"{name}: {p}")
+
+
+def recommendation_table(rec: dict, objective_kind: str) -> Table:
+    t = Table(title=f"Recommended mixture ({rec['source']}, from {rec['trials_used']} trials)")
+    t.add_column("domain")
+    t.add_column("weight", justify="right")
+    t.add_column("predicted loss (nats/token)", justify="right")
+    for d, w in rec["mixture"].items():
+        loss = rec["predicted_losses"].get(d)
+        std = rec.get("predicted_std", {}).get(d)
+        cell = "" if loss is None else f"{loss:.4f}" + (f" ± {std:.4f}" if std else "")
+        t.add_row(d, f"{w:.3f}", cell)
+    t.add_row(f"[bold]objective ({objective_kind})[/bold]", "", f"[bold]{rec['objective']:.4f}[/bold]")
+    return t
+
+
+def _journal(dir: Path) -> Path:
+    p = Path(dir) / JOURNAL
+    if not p.exists():
+        raise UserError(f"{dir} is not a sweep directory (no {JOURNAL}); pass the --dir a sweep ran in")
+    return p
+
+
+def _init_ray(address: str | None) -> str | None:
+    """Join the given cluster, else start an embedded local Ray; returns the dashboard URL."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    ctx = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                   include_dashboard=None if address else True)
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except _user_errors() as err:
+        err_console.print(f"error: {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: completed trials are in the sweep directory")
+        sys.exit(130)
+    except Exception as err:  # typer/click usage errors
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

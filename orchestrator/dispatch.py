@@ -1,0 +1,57 @@
+"""How a trial becomes a Ray actor: resources, name, and where its output goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from orchestrator.spec import ResourcesSpec
+from workers.actor import TrialActor
+
+_REMOTE_ACTOR = None
+
+
+def remote_actor_class():
+    global _REMOTE_ACTOR
+    if _REMOTE_ACTOR is None:
+        # max_restarts=0: a trial that dies is the controller's decision (fail or retry), not Ray's.
+        _REMOTE_ACTOR = ray.remote(max_restarts=0)(TrialActor)
+    return _REMOTE_ACTOR
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What each trial asks Ray for, after checking what the cluster has."""
+
+    num_cpus: float
+    num_gpus: float
+    note: str | None = None  # set when the spec's request had to be changed
+
+
+def placement(resources: ResourcesSpec) -> Placement:
+    """Honour `resources.gpus` on GPU clusters; fall back to CPU (and say so) where there are none."""
+    gpus_in_cluster = ray.cluster_resources().get("GPU", 0.0)
+    if resources.gpus > 0 and gpus_in_cluster == 0:
+        return Placement(resources.cpus, 0.0, f"the cluster has no GPU: trials run on CPU instead of {resources.gpus:g} GPU each")
+    return Placement(resources.cpus, resources.gpus)
+
+
+def launch(trial: str, payload: dict[str, Any], data_ref: Any, where: Placement):
+    """Start actor `trial-<id>` and its streaming `run`; returns (actor, ObjectRefGenerator)."""
+    actor = remote_actor_class().options(
+        name=f"trial-{trial}",
+        num_cpus=where.num_cpus,
+        num_gpus=where.num_gpus,
+    ).remote()
+    gen = actor.run.remote(payload, data_ref)
+    return actor, gen
+
+
+def stop(actor) -> None:
+    """Free the trial's resources at once (its result is already journaled)."""
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # already dead: nothing to free
+        pass

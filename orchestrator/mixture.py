@@ -1,0 +1,101 @@
+"""A mixture: domain weights on the probability simplex."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+
+# Weights are stored rounded so that a mixture read back from JSON hashes to the same trial id.
+_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Frozen domain -> weight map; weights are >= 0 and sum to 1 (renormalised on construction)."""
+
+    domains: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.domains) != len(self.weights) or not self.domains:
+            raise ValueError("a mixture needs one weight per domain")
+        w = np.asarray(self.weights, dtype=float)
+        if not np.all(np.isfinite(w)) or np.any(w < -1e-9) or w.sum() <= 0:
+            raise ValueError(f"mixture weights must be finite, >= 0 and not all zero: {self.weights}")
+        w = np.clip(w, 0.0, None)
+        w = np.round(w / w.sum(), _DECIMALS)
+        w[np.argmax(w)] += 1.0 - w.sum()  # keep the exact sum after rounding
+        object.__setattr__(self, "weights", tuple(float(x) for x in w))
+
+    @classmethod
+    def from_dict(cls, weights: Mapping[str, float], domains: Iterable[str] | None = None) -> "Mixture":
+        order = tuple(domains) if domains is not None else tuple(weights)
+        missing = set(order) - set(weights)
+        if missing:
+            raise ValueError(f"mixture has no weight for {sorted(missing)}")
+        return cls(order, tuple(float(weights[d]) for d in order))
+
+    @classmethod
+    def from_array(cls, domains: Iterable[str], w: np.ndarray) -> "Mixture":
+        return cls(tuple(domains), tuple(float(x) for x in w))
+
+    @classmethod
+    def uniform(cls, domains: Iterable[str]) -> "Mixture":
+        d = tuple(domains)
+        return cls(d, tuple(1.0 / len(d) for _ in d))
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.domains, self.weights))
+
+    def as_array(self) -> np.ndarray:
+        return np.asarray(self.weights, dtype=float)
+
+    def key(self) -> str:
+        """Stable text form, for hashing."""
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    def __str__(self) -> str:
+        return " ".join(f"{d}={w:.3f}" for d, w in zip(self.domains, self.weights))
+
+
+def cube_to_simplex(u: np.ndarray) -> np.ndarray:
+    """Map u in [0,1]^(k-1) onto the k-simplex, uniform cube -> uniform (Dirichlet(1)) simplex.
+
+    Stick-breaking with Beta(1, k-1-i) inverse CDFs. Optimisers then work on a box, which BoTorch's
+    L-BFGS-B handles far faster than a linear sum constraint (SLSQP): 1.5-2.6 s instead of 8 s per
+    proposal on 2 cores (docs/decisions.md).
+    """
+    u = np.clip(np.asarray(u, dtype=float), 0.0, 1.0)
+    k = u.shape[-1] + 1
+    out = np.empty(u.shape[:-1] + (k,))
+    rest = np.ones(u.shape[:-1])
+    for i in range(k - 1):
+        x = 1.0 - (1.0 - u[..., i]) ** (1.0 / (k - 1 - i))
+        out[..., i] = rest * x
+        rest = rest * (1.0 - x)
+    out[..., k - 1] = rest
+    return out
+
+
+def simplex_to_cube(w: np.ndarray) -> np.ndarray:
+    """Inverse of cube_to_simplex (for telling a strategy about mixtures it did not propose)."""
+    w = np.asarray(w, dtype=float)
+    k = w.shape[-1]
+    u = np.empty(w.shape[:-1] + (k - 1,))
+    rest = np.ones(w.shape[:-1])
+    for i in range(k - 1):
+        x = np.where(rest > 1e-12, w[..., i] / np.maximum(rest, 1e-12), 0.0)
+        x = np.clip(x, 0.0, 1.0)
+        u[..., i] = 1.0 - (1.0 - x) ** (k - 1 - i)
+        rest = rest * (1.0 - x)
+    return u
+
+
+def config_hash(*parts: object) -> str:
+    """Short content hash of JSON-serialisable parts (trial ids, cache keys)."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

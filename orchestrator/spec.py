@@ -1,0 +1,290 @@
+"""The sweep spec: a typed tree of configs loaded from YAML.
+
+Every model forbids unknown keys, and every error a user can make is reported as one line that names
+the field (dotted path) and the fix; `load_spec` raises `SpecError` carrying that line, and the CLI
+prints it without a traceback. Checks that need the data itself (files exist, enough tokens for the
+validation split) live in `workers.data.prepare_domains`, which raises the same kind of one-line error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.model import PRESETS
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class SpecError(ValueError):
+    """A spec problem, as one line: the field, what is wrong, and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DomainSpec(_Strict):
+    """Where a domain's text comes from: one of `demo` or `path` (none only for trainers that read no data)."""
+
+    demo: str | None = Field(None, description="Built-in demo corpus name (books, code, math, legal, forum).")
+    path: str | list[str] | None = Field(None, description="File path(s) or glob(s): .txt/.md/.py text, .jsonl, .parquet.")
+    format: Literal["auto", "text", "jsonl", "parquet"] = Field("auto", description="File format; auto = by extension.")
+    text_column: str = Field("text", description="Field holding the text in JSONL / Parquet rows.")
+    max_bytes: int | None = Field(None, gt=0, description="Read at most this many bytes of text (UTF-8).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DomainSpec":
+        if self.demo is not None and self.path is not None:
+            raise ValueError("give one of `demo: NAME` or `path: FILE_OR_GLOB`, not both")
+        if self.demo is not None:
+            from workers.corpus import DEMO_DOMAINS
+
+            if self.demo not in DEMO_DOMAINS:
+                raise ValueError(f"unknown demo corpus {self.demo!r}; use one of {', '.join(DEMO_DOMAINS)}")
+        return self
+
+    def paths(self) -> list[str]:
+        if self.path is None:
+            return []
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+class TokenizerSpec(_Strict):
+    """`bytes` (vocabulary 256 + end-of-document) or a local Hugging Face tokenizer."""
+
+    kind: Literal["bytes", "huggingface"] = "bytes"
+    path: str | None = Field(None, description="tokenizer.json file or a directory saved by save_pretrained.")
+
+    @model_validator(mode="after")
+    def _path_exists(self) -> "TokenizerSpec":
+        if self.kind == "huggingface":
+            if not self.path:
+                raise ValueError("kind huggingface needs `path:` to a tokenizer.json or a saved tokenizer directory")
+            if not Path(self.path).expanduser().exists():
+                raise ValueError(f"tokenizer path {self.path!r} does not exist; point `path` at a local tokenizer")
+        elif self.path is not None:
+            raise ValueError("`path` is only for kind huggingface; remove it or set `kind: huggingface`")
+        return self
+
+
+class ProxySpec(_Strict):
+    """The proxy model and how much it trains per trial."""
+
+    preset: str = Field("debug", description="Model size preset: " + ", ".join(PRESETS))
+    tokens_per_trial: int = Field(262_144, gt=0, description="Training tokens per trial (exact; rounded down to whole batches).")
+    eval_every_tokens: int = Field(65_536, gt=0, description="Evaluate every domain after this many training tokens.")
+    val_tokens_per_domain: int = Field(16_384, gt=0, description="Held-out validation tokens per domain.")
+    seq_len: int | None = Field(None, gt=1, description="Sequence length in tokens (default: the preset's).")
+    batch_size: int | None = Field(None, gt=0, description="Sequences per step (default: the preset's).")
+    learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate (default: the preset's).")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; use one of {', '.join(PRESETS)}")
+        return v
+
+
+class ProxyTrainerSpec(_Strict):
+    kind: Literal["proxy"] = "proxy"
+
+
+class SyntheticTrainerSpec(_Strict):
+    """Analytic per-domain losses with a known optimum: for testing orchestration in seconds."""
+
+    kind: Literal["synthetic"]
+    optimum: dict[str, float] | None = Field(None, description="The optimal mixture (default: a fixed, non-uniform one).")
+    noise: float = Field(0.01, ge=0, description="Standard deviation of the loss noise, in nats.")
+    duration_s: float = Field(0.5, ge=0, description="Wall time of one trial, in seconds.")
+    progress_events: int = Field(4, ge=1, description="Progress events streamed per trial.")
+
+
+class PythonTrainerSpec(_Strict):
+    """Any callable `module:function(mixture, report, seed) -> {domain: loss}`."""
+
+    kind: Literal["python"]
+    callable: str = Field(..., description="`module:function`, importable on every Ray node.")
+
+    @field_validator("callable")
+    @classmethod
+    def _module_function(cls, v: str) -> str:
+        if not re.match(r"^[\w.]+:[\w.]+$", v):
+            raise ValueError(f"{v!r} is not `module:function`; e.g. `mypkg.train:run_trial`")
+        return v
+
+
+TrainerSpec = Annotated[Union[ProxyTrainerSpec, SyntheticTrainerSpec, PythonTrainerSpec], Field(discriminator="kind")]
+
+
+class ObjectiveSpec(_Strict):
+    """How per-domain losses become one number to minimise (per-domain losses are always kept)."""
+
+    kind: Literal["mean", "weighted", "target"] = "mean"
+    weights: dict[str, float] | None = Field(None, description="kind weighted: domain -> non-negative weight.")
+    domain: str | None = Field(None, description="kind target: the one domain whose loss is minimised.")
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> "ObjectiveSpec":
+        if self.kind == "weighted":
+            if not self.weights:
+                raise ValueError("kind weighted needs `weights: {domain: weight}`")
+            if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
+                raise ValueError("weights must be >= 0 with a positive sum")
+        if self.kind == "target" and not self.domain:
+            raise ValueError("kind target needs `domain: NAME`")
+        return self
+
+
+class StrategySpec(_Strict):
+    """What to try next. Options are checked by the strategy's own config model."""
+
+    kind: str = Field("bayesopt", description="bayesopt | sobol | uniform")
+    options: dict[str, Any] = Field(default_factory=dict, description="Strategy-specific options.")
+
+    @model_validator(mode="after")
+    def _known(self) -> "StrategySpec":
+        from orchestrator.strategies import STRATEGIES
+
+        if self.kind not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.kind!r}; use one of {', '.join(sorted(STRATEGIES))}")
+        try:
+            STRATEGIES[self.kind].Config(**self.options)
+        except ValidationError as err:
+            raise ValueError(f"options: {_first_error(err)}") from None
+        return self
+
+
+class BudgetSpec(_Strict):
+    trials: int = Field(16, ge=1, le=100_000, description="Trials to run in total (failed ones count).")
+    concurrency: int = Field(2, ge=1, le=4096, description="Trials in flight at once.")
+
+
+class ResourcesSpec(_Strict):
+    """What each trial actor asks Ray for. GPUs are used when the cluster has them, else CPU."""
+
+    gpus: float = Field(0.0, ge=0, description="GPUs per trial (fractions share a GPU).")
+    cpus: float = Field(1.0, gt=0, description="CPUs per trial.")
+
+
+class DataSpec(_Strict):
+    cache_dir: str = Field("~/.cache/mixsweep", description="Where demo corpora and token caches are kept.")
+
+
+class SweepSpec(_Strict):
+    name: str = Field("sweep", description="Sweep name (job and dashboard label).")
+    domains: dict[str, DomainSpec]
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    proxy: ProxySpec = ProxySpec()
+    trainer: TrainerSpec = ProxyTrainerSpec()
+    objective: ObjectiveSpec = ObjectiveSpec()
+    strategy: StrategySpec = StrategySpec()
+    budget: BudgetSpec = BudgetSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    data: DataSpec = DataSpec()
+    seed: int = Field(0, ge=0, description="Seeds the strategy and every trial.")
+    dir: str | None = Field(None, description="Sweep directory (default runs/<name>).")
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _tokenizer_shorthand(cls, v: Any) -> Any:
+        if v == "bytes":
+            return {"kind": "bytes"}
+        if isinstance(v, str):
+            return {"kind": "huggingface", "path": v}
+        return v
+
+    @field_validator("domains")
+    @classmethod
+    def _domain_names(cls, v: dict[str, DomainSpec]) -> dict[str, DomainSpec]:
+        if len(v) < 2:
+            raise ValueError("a mixture needs at least 2 domains")
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"domain name {name!r} must be a letter then letters, digits or _")
+        return v
+
+    @model_validator(mode="after")
+    def _objective_domains(self) -> "SweepSpec":
+        named = set(self.objective.weights or {}) | ({self.objective.domain} if self.objective.domain else set())
+        unknown = sorted(named - set(self.domains))
+        if unknown:
+            raise ValueError(f"objective names unknown domain(s) {unknown}; the domains are {sorted(self.domains)}")
+        trainer = self.trainer
+        if trainer.kind == "proxy":
+            for name, d in self.domains.items():
+                if d.demo is None and d.path is None:
+                    raise ValueError(f"domain {name!r} has no data: the proxy trainer needs `domains.{name}.path` or `.demo`")
+        if isinstance(trainer, SyntheticTrainerSpec) and trainer.optimum is not None:
+            if set(trainer.optimum) != set(self.domains):
+                raise ValueError("trainer.optimum must give a weight for every domain")
+        return self
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        return tuple(self.domains)
+
+    def sweep_dir(self) -> str:
+        return self.dir or f"runs/{self.name}"
+
+    def digest(self) -> str:
+        """Hash of the spec's content (not its formatting), for the frozen copy in the sweep dir."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_FIXES = {
+    "extra_forbidden": "remove it or check the spelling",
+    "missing": "add it",
+    "greater_than": "raise it",
+    "greater_than_equal": "raise it",
+    "less_than": "lower it",
+    "less_than_equal": "lower it",
+    "literal_error": "use one of the listed values",
+}
+
+
+def _first_error(err: ValidationError) -> str:
+    """Turn pydantic's first error into `field: problem; fix`."""
+    e = err.errors()[0]
+    parts = list(e["loc"])
+    if len(parts) > 1 and parts[0] == "trainer" and parts[1] in ("proxy", "synthetic", "python"):
+        del parts[1]  # the discriminated union puts the trainer kind in the path; users never wrote it
+    loc = ".".join(str(p) for p in parts)
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    fix = _FIXES.get(e["type"])
+    where = f"`{loc}`" if loc else "spec"
+    return f"{where}: {msg}" + (f"; {fix}" if fix and fix not in msg else "")
+
+
+def parse_spec(raw: Any) -> SweepSpec:
+    """Validate a parsed YAML document; raises SpecError with one line."""
+    if not isinstance(raw, dict):
+        raise SpecError("spec: the file must hold a YAML mapping (domains:, proxy:, strategy:, ...)")
+    try:
+        return SweepSpec(**raw)
+    except ValidationError as err:
+        raise SpecError(_first_error(err)) from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a YAML spec file; raises SpecError with one line."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {str(p)!r} not found; pass the path to a sweep YAML (see examples/)")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"spec {p}: not valid YAML{where}; fix the syntax") from None
+    return parse_spec(raw)

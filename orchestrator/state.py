@@ -1,0 +1,121 @@
+"""SweepState: a pure fold over journal events. `status`, `report` and resume read only this."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.trial import TrialStatus
+
+
+@dataclass
+class TrialRecord:
+    id: str
+    mixture: dict[str, float]
+    status: TrialStatus = TrialStatus.PROPOSED
+    attempts: int = 0
+    proposed_seq: int = 0
+    progress_events: int = 0
+    last_progress: dict[str, Any] | None = None
+    losses: dict[str, float] | None = None
+    loss_stderr: dict[str, float] | None = None
+    objective: float | None = None
+    reason: str | None = None
+    wall_s: float | None = None
+    proposal_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "mixture": self.mixture,
+            "losses": self.losses,
+            "loss_stderr": self.loss_stderr,
+            "objective": self.objective,
+            "progress_events": self.progress_events,
+            "reason": self.reason,
+            "wall_s": self.wall_s,
+        }
+
+
+@dataclass
+class SweepState:
+    """Everything known about a sweep, rebuilt from its journal alone."""
+
+    name: str = ""
+    domains: tuple[str, ...] = ()
+    budget: int = 0
+    concurrency: int = 0
+    objective: str = ""
+    spec_digest: str = ""
+    finished: bool = False
+    reused: int = 0  # proposals answered from an earlier trial with the same id (each spends budget)
+    recommendation: dict[str, Any] | None = None
+    trials: dict[str, TrialRecord] = field(default_factory=dict)
+
+    def apply(self, e: dict[str, Any]) -> None:
+        """Fold one journal event into the state."""
+        kind = e["event"]
+        if kind in ("sweep_started", "sweep_resumed"):
+            self.name = e.get("name", self.name)
+            self.domains = tuple(e.get("domains", self.domains))
+            self.budget = e.get("budget", self.budget)
+            self.concurrency = e.get("concurrency", self.concurrency)
+            self.objective = e.get("objective", self.objective)
+            self.spec_digest = e.get("spec_digest", self.spec_digest)
+            self.finished = False
+        elif kind == "trial_proposed":
+            self.trials[e["trial"]] = TrialRecord(e["trial"], e["mixture"], proposed_seq=e["seq"], proposal_s=e.get("proposal_s"))
+        elif kind == "trial_started":
+            t = self.trials[e["trial"]]
+            t.status, t.attempts = TrialStatus.RUNNING, e.get("attempt", t.attempts + 1)
+        elif kind == "trial_progress":
+            t = self.trials[e["trial"]]
+            t.progress_events += 1
+            t.last_progress = {k: e[k] for k in ("step", "tokens", "losses") if k in e}
+        elif kind == "trial_completed":
+            t = self.trials[e["trial"]]
+            t.status, t.losses, t.loss_stderr = TrialStatus.COMPLETED, e["losses"], e.get("loss_stderr")
+            t.objective, t.wall_s = e.get("objective"), e.get("wall_s")
+        elif kind == "trial_failed":
+            t = self.trials[e["trial"]]
+            t.status, t.reason = TrialStatus.FAILED, e.get("reason")
+        elif kind == "trial_reused":
+            self.reused += 1
+        elif kind == "recommended":
+            self.recommendation = {k: v for k, v in e.items() if k not in ("seq", "time", "event")}
+        elif kind == "sweep_finished":
+            self.finished = True
+
+    def by_status(self, status: TrialStatus) -> list[TrialRecord]:
+        return [t for t in self.trials.values() if t.status == status]
+
+    @property
+    def completed(self) -> list[TrialRecord]:
+        return self.by_status(TrialStatus.COMPLETED)
+
+    def best(self) -> TrialRecord | None:
+        done = [t for t in self.completed if t.objective is not None and math.isfinite(t.objective)]
+        return min(done, key=lambda t: t.objective) if done else None
+
+    def summary(self) -> dict[str, Any]:
+        """The object `mixsweep status --json` prints."""
+        best = self.best()
+        return {
+            "name": self.name,
+            "domains": list(self.domains),
+            "objective": self.objective,
+            "budget": self.budget,
+            "concurrency": self.concurrency,
+            "finished": self.finished,
+            "proposed": len(self.trials),
+            "completed": len(self.completed),
+            "failed": len(self.by_status(TrialStatus.FAILED)),
+            "running": len(self.by_status(TrialStatus.RUNNING)),
+            "reused": self.reused,
+            "best": {"id": best.id, "objective": best.objective, "mixture": best.mixture} if best else None,
+            "recommendation": self.recommendation,
+            "trials": [t.to_json() for t in sorted(self.trials.values(), key=lambda t: t.proposed_seq)],
+        }

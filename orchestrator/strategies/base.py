@@ -1,0 +1,115 @@
+"""The Strategy interface: what mixture to try next.
+
+A strategy is told results and asked for proposals; it never sees Ray, and given its seed and the
+order of events it is deterministic. The controller alone owns parallelism, retries and the budget.
+`state_dict()` is plain JSON; the default keeps the observation history, and `load_state_dict`
+rebuilds any strategy by re-telling it in order.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.mixture import Mixture
+from orchestrator.objective import Objective
+
+
+class StrategyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The mixture to use, with predicted per-domain losses (nats/token) and their std."""
+
+    mixture: Mixture
+    predicted: dict[str, float]
+    predicted_std: dict[str, float]
+    objective: float
+    objective_std: float
+    source: str  # "model" (a surrogate's prediction) or "observed" (the best completed trial)
+    trials_used: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mixture": self.mixture.as_dict(),
+            "predicted_losses": self.predicted,
+            "predicted_std": self.predicted_std,
+            "objective": self.objective,
+            "objective_std": self.objective_std,
+            "source": self.source,
+            "trials_used": self.trials_used,
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class Observation:
+    mixture: Mixture
+    losses: dict[str, float]
+    loss_stderr: dict[str, float]
+
+
+class Strategy(abc.ABC):
+    """Base class: keeps the observations; subclasses decide what to ask next."""
+
+    Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+    kind: ClassVar[str]
+
+    def __init__(self, config: StrategyConfig, domains: tuple[str, ...], objective: Objective, seed: int) -> None:
+        self.config, self.domains, self.objective, self.seed = config, domains, objective, seed
+        self.observations: list[Observation] = []
+        self.failures: list[tuple[Mixture, str]] = []
+
+    @abc.abstractmethod
+    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+        """Up to n new mixtures, different from `pending` (those running). Empty: nothing to add now;
+        when nothing is pending either, the strategy has nothing left to try."""
+
+    def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
+        """A trial finished with these per-domain losses (nats/token)."""
+        self.observations.append(Observation(mixture, dict(losses), dict(loss_stderr or {})))
+
+    def tell_failed(self, mixture: Mixture, reason: str) -> None:
+        """A trial failed for good; its mixture gives no loss."""
+        self.failures.append((mixture, reason))
+
+    def recommend(self) -> Recommendation:
+        """Default: the best observed mixture, with its observed losses."""
+        if not self.observations:
+            raise ValueError("no completed trial yet: nothing to recommend")
+        best = min(self.observations, key=lambda o: self.objective(o.losses))
+        return Recommendation(
+            mixture=best.mixture,
+            predicted=dict(best.losses),
+            predicted_std=dict(best.loss_stderr),
+            objective=self.objective(best.losses),
+            objective_std=self.objective.std(best.loss_stderr),
+            source="observed",
+            trials_used=len(self.observations),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON state. The default lets any strategy be rebuilt by re-telling its history."""
+        return {
+            "kind": self.kind,
+            "asked": getattr(self, "asked", 0),
+            "events": [
+                {"tell": o.mixture.as_dict(), "losses": o.losses, "loss_stderr": o.loss_stderr} for o in self.observations
+            ]
+            + [{"fail": m.as_dict(), "reason": r} for m, r in self.failures],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for e in state["events"]:
+            if "tell" in e:
+                self.tell(Mixture.from_dict(e["tell"], self.domains), e["losses"], e.get("loss_stderr"))
+            else:
+                self.tell_failed(Mixture.from_dict(e["fail"], self.domains), e["reason"])
+        if hasattr(self, "asked"):
+            self.asked = state.get("asked", 0)

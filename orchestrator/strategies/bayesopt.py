@@ -1,0 +1,153 @@
+"""Bayesian optimisation of the mixture with Ax (`ax.api.Client`).
+
+Each domain's loss is its own Ax metric (`loss_<domain>`), and the objective is Ax's scalarised
+expression over them, so Ax fits one GP per domain and optimises the composed objective: a composite
+objective learns more from the same runs than a GP on the average (DESIGN.md section 3).
+
+The simplex is parameterised as the unit cube u in [0,1]^(k-1) through `cube_to_simplex`, which maps
+a uniform cube to a uniform simplex: Ax's Sobol initialisation is then uniform on the simplex, and the
+acquisition is optimised under box bounds only (see docs/decisions.md for the measured speed-up over
+a linear sum constraint). Trials that are running are known to Ax as RUNNING trials, which it treats
+as pending points when it proposes the next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from orchestrator.mixture import Mixture, cube_to_simplex, simplex_to_cube
+from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
+
+
+class BayesOptConfig(StrategyConfig):
+    initial_trials: int | None = Field(
+        None, ge=1, description="Sobol trials before the GP takes over (default: number of domains + 1)."
+    )
+    method: str = Field("fast", pattern="^(fast|quality)$", description="Ax generation method: fast | quality.")
+
+
+class BayesOpt(Strategy):
+    kind = "bayesopt"
+    Config = BayesOptConfig
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0
+        self._client = self._new_client()
+        self._index: dict[str, int] = {}  # mixture key -> Ax trial index of trials Ax knows as running
+
+    def _new_client(self):
+        from ax.api.client import Client
+        from ax.api.configs import RangeParameterConfig
+
+        _quiet_ax()
+        k = len(self.domains)
+        client = Client(random_seed=self.seed)
+        client.configure_experiment(
+            parameters=[RangeParameterConfig(name=f"u{i}", parameter_type="float", bounds=(0.0, 1.0)) for i in range(k - 1)],
+            name="mixture",
+        )
+        terms = " + ".join(f"{c!r}*{_metric(d)}" for d, c in self.objective.coefficients.items())
+        client.configure_optimization(objective=f"-({terms})")  # Ax maximises; we minimise loss
+        others = [d for d in self.domains if d not in self.objective.coefficients]
+        if others:
+            from ax.api.protocols.metric import IMetric
+
+            client.configure_tracking_metrics([IMetric(name=_metric(d)) for d in others])
+        client.configure_generation_strategy(
+            method=self.config.method,
+            initialization_budget=self.config.initial_trials or k + 1,
+            initialization_random_seed=self.seed,
+            initialize_with_center=True,  # the centre of the cube is the uniform-ish mixture: a useful first run
+        )
+        return client
+
+    def _params(self, mixture: Mixture) -> dict[str, float]:
+        u = simplex_to_cube(mixture.as_array())
+        return {f"u{i}": float(x) for i, x in enumerate(u)}
+
+    def _ensure_known(self, mixture: Mixture) -> int:
+        """Ax trial index of a mixture, attaching it as a running trial if Ax did not propose it."""
+        key = mixture.key()
+        if key not in self._index:
+            self._index[key] = self._client.attach_trial(parameters=self._params(mixture))
+        return self._index[key]
+
+    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+        for m in pending:
+            self._ensure_known(m)
+        if n < 1:
+            return []
+        trials = self._client.get_next_trials(max_trials=n)
+        out = []
+        for idx, params in trials.items():
+            u = np.array([params[f"u{i}"] for i in range(len(self.domains) - 1)])
+            m = Mixture.from_array(self.domains, cube_to_simplex(u))
+            self._index[m.key()] = idx
+            out.append(m)
+        self.asked += len(out)
+        return out
+
+    def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
+        super().tell(mixture, losses, loss_stderr)
+        idx = self._ensure_known(mixture)
+        data = {_metric(d): (float(v), float((loss_stderr or {}).get(d, 0.0))) for d, v in losses.items() if d in self.domains}
+        self._client.complete_trial(trial_index=idx, raw_data=data)
+        del self._index[mixture.key()]
+
+    def tell_failed(self, mixture: Mixture, reason: str) -> None:
+        super().tell_failed(mixture, reason)
+        idx = self._index.pop(mixture.key(), None)
+        if idx is not None:
+            self._client.mark_trial_failed(trial_index=idx, failed_reason=reason[:200])
+
+    def recommend(self) -> Recommendation:
+        """The model's best mixture with its predicted per-domain losses (falls back to observed)."""
+        base = super().recommend()
+        try:
+            params, prediction, _, _ = self._client.get_best_parameterization(use_model_predictions=True)
+        except Exception as err:  # Ax raises when no model can be fitted yet (e.g. one trial)
+            return Recommendation(**{**base.__dict__, "notes": [f"model unavailable ({type(err).__name__}); best observed"]})
+        u = np.array([params[f"u{i}"] for i in range(len(self.domains) - 1)])
+        mixture = Mixture.from_array(self.domains, cube_to_simplex(u))
+        try:
+            # Ax's best point may fall back to raw data when it distrusts its fit; ask the model itself.
+            (prediction,) = self._client.predict(points=[dict(params)])
+        except Exception as err:
+            return Recommendation(**{**base.__dict__, "notes": [f"model prediction failed ({type(err).__name__}); best observed"]})
+        mean = {d: float(prediction[_metric(d)][0]) for d in self.domains if _metric(d) in prediction}
+        std = {d: float(prediction[_metric(d)][1]) for d in mean}
+        if not all(d in mean for d in self.objective.coefficients):
+            return base
+        return Recommendation(
+            mixture=mixture,
+            predicted=mean,
+            predicted_std=std,
+            objective=self.objective(mean),
+            objective_std=self.objective.std(std),
+            source="model",
+            trials_used=len(self.observations),
+        )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Rebuild Ax from the history rather than unpickling its internals: JSON only.
+        self._client = self._new_client()
+        self._index = {}
+        super().load_state_dict(state)
+
+
+def _quiet_ax() -> None:
+    """Ax logs every trial at INFO on loggers it configures itself; the journal already has them."""
+    import ax  # noqa: F401  (creates Ax's loggers)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("ax", "botorch"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _metric(domain: str) -> str:
+    return f"loss_{domain}"

@@ -1,0 +1,1 @@
+"""mixsweep's worker side: proxy training, data sampling, evaluation. Importable without Ray."""

@@ -1,0 +1,70 @@
+"""TrialActor: runs one trial on a Ray worker and streams what it reports.
+
+`run` is a Ray streaming generator: it yields Progress dicts as the trainer evaluates, then one
+result dict. The trainer runs in a thread and hands reports through a queue, so trainers stay plain
+functions with a callback and need not know they are inside a generator.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Any, Iterator
+
+from orchestrator.trial import Progress, TrialResult
+
+_DONE = object()
+
+
+def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) -> TrialResult:
+    """Dispatch on the trainer kind; `report(Progress)` is called from the trainer's thread."""
+    trainer = payload["trainer"]
+    mixture, seed = payload["mixture"], payload["seed"]
+    if trainer["kind"] == "synthetic":
+        from workers.backends import run_synthetic
+
+        return run_synthetic(mixture, trainer, seed, report)
+    if trainer["kind"] == "python":
+        from workers.backends import run_python
+
+        return run_python(mixture, trainer["callable"], seed, report)
+    from workers.train import TrainConfig, train_proxy
+
+    import torch
+
+    torch.set_num_threads(max(1, int(payload.get("cpus", 1))))
+    config = TrainConfig(**payload["train_config"])
+    train = {d: t["train"] for d, t in data.items()}
+    val = {d: t["val"] for d, t in data.items()}
+    return train_proxy(config, mixture, train, val, data_vocab(payload), report, device=payload.get("device"))
+
+
+def data_vocab(payload: dict[str, Any]) -> int:
+    return int(payload["vocab_size"])
+
+
+class TrialActor:
+    """One per trial; named `trial-<id>` so the Ray dashboard shows which trial holds which GPU."""
+
+    def run(self, payload: dict[str, Any], data: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        q: queue.Queue = queue.Queue()
+
+        def work() -> None:
+            try:
+                q.put(run_trainer(payload, data, lambda p: q.put(p)))
+            except BaseException as err:  # handed to the generator, which re-raises it on the driver
+                q.put(err)
+            finally:
+                q.put(_DONE)
+
+        threading.Thread(target=work, name=f"trial-{payload['trial']}", daemon=True).start()
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item.to_json()
+
+    def node(self) -> dict[str, Any]:
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "gpus": ray.get_gpu_ids()}

@@ -1,0 +1,97 @@
+"""train_proxy: train one proxy model on one mixture and report per-domain validation losses.
+
+A plain function (no Ray): the actor wraps it, tests call it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from orchestrator.trial import Progress, TrialResult
+from workers.data import MixtureSampler
+from workers.evaluate import evaluate
+from workers.model import PRESETS, build_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "debug"
+    tokens: int = 262_144  # training (target) tokens, rounded down to whole batches
+    eval_every_tokens: int = 65_536
+    seq_len: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.1
+    seed: int = 0
+
+    @classmethod
+    def from_spec(cls, proxy, seed: int) -> "TrainConfig":
+        return cls(preset=proxy.preset, tokens=proxy.tokens_per_trial, eval_every_tokens=proxy.eval_every_tokens,
+                   seq_len=proxy.seq_len, batch_size=proxy.batch_size, learning_rate=proxy.learning_rate, seed=seed)
+
+    def resolved(self) -> tuple[int, int, float]:
+        p = PRESETS[self.preset]
+        return self.seq_len or p.seq_len, self.batch_size or p.batch_size, self.learning_rate or p.learning_rate
+
+
+def lr_at(step: int, n_steps: int, peak: float, warmup_fraction: float) -> float:
+    """Linear warmup then cosine decay to 10% of peak."""
+    warmup = max(1, int(n_steps * warmup_fraction))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, n_steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mapping[str, np.ndarray],
+                val: Mapping[str, np.ndarray], vocab_size: int,
+                on_eval: Callable[[Progress], None] = lambda p: None,
+                device: str | torch.device | None = None) -> TrialResult:
+    """Train a fresh proxy on `mixture` for `config.tokens` tokens; evaluate every domain periodically.
+
+    Args:
+        mixture: domain -> weight (sums to 1).
+        train / val: domain -> 1-D token arrays (val is held out, never trained on).
+        on_eval: called with a Progress after each evaluation, while training goes on.
+    Returns the final evaluation as a TrialResult (losses in nats/token).
+    """
+    t0 = time.perf_counter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    torch.manual_seed(config.seed)
+    seq_len, batch_size, peak_lr = config.resolved()
+    sampler = MixtureSampler(train, mixture, seq_len, batch_size, config.tokens, config.seed)
+    model = build_model(PRESETS[config.preset], vocab_size, seq_len).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.95), weight_decay=config.weight_decay,
+                            fused=device.type == "cuda")
+    tokens_per_step = batch_size * seq_len
+    eval_every = max(1, config.eval_every_tokens // tokens_per_step)
+    losses, stderr = {}, {}
+    for step, (batch, _) in enumerate(sampler):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, sampler.n_steps, peak_lr, config.warmup_fraction)
+        x = torch.from_numpy(batch).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(input_ids=x[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        done = step + 1
+        if done % eval_every == 0 or done == sampler.n_steps:
+            losses, stderr = evaluate(model, val, seq_len, batch_size, device, amp)
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise FloatingPointError(f"diverged: non-finite validation loss at step {done} ({losses})")
+            on_eval(Progress(step=done, tokens=done * tokens_per_step, losses=losses, elapsed_s=time.perf_counter() - t0))
+    return TrialResult(losses=losses, loss_stderr=stderr, tokens=sampler.tokens, steps=sampler.n_steps,
+                       wall_s=time.perf_counter() - t0,
+                       info={"device": str(device), "sequences_per_domain": sampler.counts})
