@@ -74,7 +74,8 @@ def read_events(path: str | Path, warn: list[str] | None = None) -> Iterator[dic
             if not isinstance(record, dict) or "event" not in record:
                 raise ValueError("not an event object")
         except ValueError as err:
-            if i == last - 1 and not raw.endswith(b"}"):
+            # Every append ends in a newline, so only a final line without one can be a torn write.
+            if i == last - 1 and lines[-1] != b"":
                 if warn is not None:
                     warn.append(f"journal line {i + 1} was cut by a crash and is ignored")
                 return
