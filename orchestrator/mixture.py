@@ -27,8 +27,11 @@ class Mixture:
         if not np.all(np.isfinite(w)) or np.any(w < -1e-9) or w.sum() <= 0:
             raise ValueError(f"mixture weights must be finite, >= 0 and not all zero: {self.weights}")
         w = np.clip(w, 0.0, None)
-        w = np.round(w / w.sum(), _DECIMALS)
-        w[np.argmax(w)] += 1.0 - w.sum()  # keep the exact sum after rounding
+        # Renormalise only when off the simplex: rebuilding a mixture from its own weights must give
+        # the same weights (and so the same trial id), which re-dividing rounded weights would not.
+        if abs(w.sum() - 1.0) > 1e-4:
+            w = w / w.sum()
+        w = np.round(w, _DECIMALS)
         object.__setattr__(self, "weights", tuple(float(x) for x in w))
 
     @classmethod

@@ -7,11 +7,12 @@ re-read under another objective.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from orchestrator.spec import ObjectiveSpec
+if TYPE_CHECKING:  # spec validates strategies, which use objectives: import for typing only
+    from orchestrator.spec import ObjectiveSpec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,147 @@
+"""End-to-end sweeps on a real local Ray: the journal, result files and `status --json` must agree."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.controller import Controller
+from orchestrator.journal import read_events, replay
+from orchestrator.spec import parse_spec
+from orchestrator.trial import TrialStatus
+
+MIXSWEEP = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def _status_json(sweep_dir: Path) -> dict:
+    out = subprocess.run(MIXSWEEP + ["status", str(sweep_dir), "--json"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def _check_sweep_dir_agrees(sweep_dir: Path, budget: int) -> dict:
+    events = list(read_events(sweep_dir / "journal.jsonl"))
+    status = _status_json(sweep_dir)
+    assert status["budget"] == budget and len(status["trials"]) == budget
+    assert [e["event"] for e in events][0] == "sweep_started" and events[-1]["event"] == "sweep_finished"
+    ids = [t["id"] for t in status["trials"]]
+    assert len(set(ids)) == len(ids)
+    for t in status["trials"]:
+        trial_events = [e for e in events if e.get("trial") == t["id"]]
+        if t["status"] == "completed":
+            result = json.loads((sweep_dir / "trials" / t["id"] / "result.json").read_text())
+            assert result["losses"] == t["losses"] and result["mixture"] == t["mixture"]
+            assert all(math.isfinite(v) for v in t["losses"].values())
+            done_seq = next(e["seq"] for e in trial_events if e["event"] == "trial_completed")
+            progress = [e["seq"] for e in trial_events if e["event"] == "trial_progress"]
+            # progress was journaled as it streamed, before the trial finished
+            assert progress and max(progress) < done_seq
+            lines = (sweep_dir / "trials" / t["id"] / "progress.jsonl").read_text().splitlines()
+            assert len(lines) == len(progress) == t["progress_events"]
+        assert t["attempts"] == 1
+    return status
+
+
+@pytest.mark.slow
+def test_synthetic_sweep_end_to_end(ray_session, tmp_path):
+    spec = parse_spec({
+        "name": "syn", "domains": {d: {} for d in ("a", "b", "c")},
+        "trainer": {"kind": "synthetic", "duration_s": 0.3, "progress_events": 3, "noise": 0.0},
+        "strategy": {"kind": "bayesopt", "options": {"initial_trials": 4}},
+        "budget": {"trials": 8, "concurrency": 3}, "seed": 0,
+    })
+    seen_concurrency = []
+    rec = Controller(spec, tmp_path / "sweep", on_event=lambda r, s: seen_concurrency.append(
+        len(s.by_status(TrialStatus.RUNNING))), log=lambda m: None).run()
+    status = _check_sweep_dir_agrees(tmp_path / "sweep", budget=8)
+    assert status["completed"] == 8 and status["failed"] == 0
+    assert max(seen_concurrency) == 3  # the controller kept every slot busy
+    assert rec.source == "model"
+    saved = json.loads((tmp_path / "sweep" / "report" / "recommendation.json").read_text())
+    assert saved["mixture"] == rec.mixture.as_dict()
+    assert saved["predicted_losses"].keys() == {"a", "b", "c"}
+    strategy_state = json.loads((tmp_path / "sweep" / "strategy.json").read_text())
+    assert len(strategy_state["events"]) == 8
+
+
+@pytest.mark.slow
+def test_proxy_sweep_trains_real_models(ray_session, text_domains, tmp_path):
+    spec = parse_spec({
+        "name": "proxy", "domains": {n: {"path": str(p)} for n, p in text_domains.items()},
+        "proxy": {"preset": "debug", "tokens_per_trial": 16_384, "eval_every_tokens": 8_192, "val_tokens_per_domain": 2048},
+        "strategy": {"kind": "sobol"}, "budget": {"trials": 3, "concurrency": 2},
+        "data": {"cache_dir": str(tmp_path / "cache")},
+    })
+    Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
+    status = _check_sweep_dir_agrees(tmp_path / "sweep", budget=3)
+    assert status["completed"] == 3
+    for t in status["trials"]:
+        assert t["progress_events"] == 2
+        assert all(0.0 < v < 2 * math.log(257) for v in t["losses"].values())  # finite, sane nats/token
+        result = json.loads((tmp_path / "sweep" / "trials" / t["id"] / "result.json").read_text())
+        assert result["tokens"] == 16_384
+        counts = result["info"]["sequences_per_domain"]
+        assert abs(counts["vowels"] / sum(counts.values()) - t["mixture"]["vowels"]) <= 1 / sum(counts.values())
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_fails_and_the_sweep_goes_on(ray_session, tmp_path):
+    spec = parse_spec({
+        "name": "flaky", "domains": {d: {} for d in ("a", "b", "c")},
+        "trainer": {"kind": "python", "callable": "trainers:fails_when_first_domain_dominates"},
+        "strategy": {"kind": "sobol"}, "budget": {"trials": 10, "concurrency": 2}, "seed": 2,
+    })
+    controller = Controller(spec, tmp_path / "sweep", log=lambda m: None)
+    controller.run()
+    state = replay(tmp_path / "sweep" / "journal.jsonl")
+    failed = state.by_status(TrialStatus.FAILED)
+    assert failed and len(state.completed) + len(failed) == 10
+    for t in failed:
+        assert t.mixture["a"] > 0.4 and t.reason.startswith("ValueError: refusing a=")
+    assert len(controller.strategy.failures) == len(failed)
+    assert all(t.mixture["a"] <= 0.4 for t in state.completed)
+
+
+@pytest.mark.slow
+def test_non_finite_losses_never_reach_the_strategy(ray_session, tmp_path):
+    spec = parse_spec({
+        "name": "nan", "domains": {d: {} for d in ("a", "b")},
+        "trainer": {"kind": "python", "callable": "trainers:returns_nan"},
+        "strategy": {"kind": "sobol"}, "budget": {"trials": 2, "concurrency": 2},
+    })
+    controller = Controller(spec, tmp_path / "sweep", log=lambda m: None)
+    assert controller.run() is None
+    state = replay(tmp_path / "sweep" / "journal.jsonl")
+    assert len(state.by_status(TrialStatus.FAILED)) == 2 and not controller.strategy.observations
+    assert all("non-finite" in t.reason for t in state.trials.values())
+
+
+def test_the_same_mixture_is_trained_once(ray_session, tmp_path):
+    spec = parse_spec({
+        "name": "uni", "domains": {d: {} for d in ("a", "b")},
+        "trainer": {"kind": "python", "callable": "trainers:quadratic"},
+        "strategy": {"kind": "uniform"}, "budget": {"trials": 3, "concurrency": 1},
+    })
+    Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
+    state = replay(tmp_path / "sweep" / "journal.jsonl")
+    assert len(state.trials) == 1 and state.trials[next(iter(state.trials))].losses == {"a": 2.0, "b": 2.0}
+    with pytest.raises(Exception, match="already holds a sweep"):
+        Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
+
+
+@pytest.mark.slow
+def test_cli_run_prints_the_recommendation(tmp_path):
+    spec = Path(__file__).parents[2] / "examples" / "synthetic.yaml"
+    out = subprocess.run(MIXSWEEP + ["run", str(spec), "--dir", str(tmp_path / "s"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Recommended mixture" in out.stdout and "objective (mean)" in out.stdout
+    status = _status_json(tmp_path / "s")
+    assert status["completed"] + status["failed"] == status["budget"] == 12
+    assert (tmp_path / "s" / "report" / "objective.png").stat().st_size > 10_000
+    again = subprocess.run(MIXSWEEP + ["run", str(spec), "--dir", str(tmp_path / "s")], capture_output=True, text=True)
+    assert again.returncode == 2 and again.stderr.strip().startswith("error:") and "Traceback" not in again.stderr

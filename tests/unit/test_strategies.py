@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from orchestrator.mixture import Mixture
+from orchestrator.objective import Objective
+from orchestrator.spec import ObjectiveSpec
+from orchestrator.strategies import STRATEGIES, build_strategy
+from workers.backends import default_optimum, synthetic_losses
+
+DOMAINS = ("a", "b", "c", "d")
+MEAN = Objective.from_spec(ObjectiveSpec(), DOMAINS)
+OPT = default_optimum(list(DOMAINS))
+
+
+def _losses(m: Mixture) -> dict:
+    return synthetic_losses(m.as_dict(), OPT)
+
+
+def test_objectives_combine_per_domain_losses():
+    losses = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 6.0}
+    assert MEAN(losses) == 3.0
+    assert Objective.from_spec(ObjectiveSpec(kind="target", domain="c"), DOMAINS)(losses) == 3.0
+    w = Objective.from_spec(ObjectiveSpec(kind="weighted", weights={"a": 3, "d": 1}), DOMAINS)
+    assert w(losses) == pytest.approx(0.75 * 1 + 0.25 * 6)
+
+
+def test_synthetic_optimum_is_where_it_says():
+    best = MEAN(_losses(Mixture.from_dict(OPT, DOMAINS)))
+    rng = np.random.default_rng(0)
+    for w in rng.dirichlet(np.ones(4), size=200):
+        assert MEAN(_losses(Mixture.from_array(DOMAINS, w))) >= best - 1e-9
+
+
+def test_sobol_is_deterministic_and_independent_of_batching():
+    s1 = build_strategy("sobol", {}, DOMAINS, MEAN, seed=3)
+    s2 = build_strategy("sobol", {}, DOMAINS, MEAN, seed=3)
+    one_batch = s1.ask(6, [])
+    in_pieces = s2.ask(2, []) + s2.ask(4, [])
+    assert [m.weights for m in one_batch] == [m.weights for m in in_pieces]
+    assert len({m.weights for m in one_batch}) == 6
+    floor = build_strategy("sobol", {"min_weight": 0.05}, DOMAINS, MEAN, seed=3).ask(8, [])
+    assert min(min(m.weights) for m in floor) >= 0.05 - 1e-6
+
+
+def test_uniform_proposes_once():
+    s = build_strategy("uniform", {}, DOMAINS, MEAN, seed=0)
+    assert s.ask(3, []) == [Mixture.uniform(DOMAINS)]
+    assert s.ask(3, []) == []
+
+
+def test_recommend_before_any_result_is_an_error():
+    with pytest.raises(ValueError, match="no completed trial"):
+        build_strategy("sobol", {}, DOMAINS, MEAN, seed=0).recommend()
+
+
+@pytest.mark.slow
+def test_bayesopt_beats_its_own_sobol_start_and_predicts_what_it_recommends():
+    s = build_strategy("bayesopt", {"initial_trials": 5}, DOMAINS, MEAN, seed=0)
+    pending = s.ask(2, [])
+    assert len(pending) == 2 and pending[0] != pending[1]
+    told = []
+    while len(told) < 14:
+        m = pending.pop(0)
+        s.tell(m, _losses(m))
+        told.append(MEAN(_losses(m)))
+        pending += s.ask(1, pending)
+        assert all(x not in told for x in pending[-1:])
+    assert min(told[5:]) < min(told[:5])  # the GP found better than the Sobol points
+    rec = s.recommend()
+    assert rec.source == "model" and set(rec.predicted) == set(DOMAINS)
+    truth = MEAN(_losses(rec.mixture))
+    assert abs(rec.objective - truth) < 0.1
+    assert truth < MEAN(_losses(Mixture.uniform(DOMAINS)))
+
+
+def test_bayesopt_accepts_results_it_did_not_propose_and_rebuilds_from_state():
+    s = build_strategy("bayesopt", {"initial_trials": 3}, DOMAINS, MEAN, seed=1)
+    rng = np.random.default_rng(1)
+    for w in rng.dirichlet(np.ones(4), size=4):
+        m = Mixture.from_array(DOMAINS, w)
+        s.tell(m, _losses(m))
+    failed = Mixture.from_array(DOMAINS, rng.dirichlet(np.ones(4)))
+    s.tell_failed(failed, "diverged")
+    state = s.state_dict()
+    rebuilt = build_strategy("bayesopt", {"initial_trials": 3}, DOMAINS, MEAN, seed=1)
+    rebuilt.load_state_dict(state)
+    assert len(rebuilt.observations) == 4 and rebuilt.failures == [(failed, "diverged")]
+    assert rebuilt.recommend().mixture == s.recommend().mixture
+
+
+def test_registry_lists_the_strategies_of_this_release():
+    assert {"bayesopt", "sobol", "uniform"} <= set(STRATEGIES)
