@@ -257,7 +257,8 @@ def cli(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "orchestrator.cli"]
     procs = {k: subprocess.Popen(cmd + a, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for k, a in calls.items()}
-    return {k: subprocess.CompletedProcess(p.args, p.returncode, *p.communicate(timeout=120)) for k, p in procs.items()}
+    done = {k: p.communicate(timeout=120) for k, p in procs.items()}  # waits; then returncode is set
+    return {k: subprocess.CompletedProcess(p.args, p.returncode, *done[k]) for k, p in procs.items()}
 
 
 def _one_error_line(r: subprocess.CompletedProcess) -> str:
