@@ -52,7 +52,7 @@ def validate(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
         for name, t in tokens.items():
             console.print(f"  {name}: {len(t.train):,} training tokens, {len(t.val):,} held out")
     console.print(f"[green]ok[/green]: {spec} ({len(s.domains)} domains, strategy {s.strategy.kind}, "
-                  f"{s.budget.trials} trials, {s.budget.concurrency} at a time)")
+                  f"{s.budget.trials} trials, {s.budget.concurrency} at a time)", soft_wrap=True)
 
 
 @app.command()
@@ -149,7 +149,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except _user_errors() as err:
-        err_console.print(f"error: {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"error: {err}", highlight=False, soft_wrap=True, markup=False, emoji=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted: completed trials are in the sweep directory")

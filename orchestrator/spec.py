@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workers.model import PRESETS
+from workers.presets import PRESETS
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -27,7 +27,7 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DomainSpec(_Strict):
@@ -70,7 +70,7 @@ class TokenizerSpec(_Strict):
             if not Path(self.path).expanduser().exists():
                 raise ValueError(f"tokenizer path {self.path!r} does not exist; point `path` at a local tokenizer")
         elif self.path is not None:
-            raise ValueError("`path` is only for kind huggingface; remove it or set `kind: huggingface`")
+            raise ValueError("path is only for kind huggingface; remove it or set `kind: huggingface`")
         return self
 
 
@@ -116,7 +116,7 @@ class PythonTrainerSpec(_Strict):
     @field_validator("callable")
     @classmethod
     def _module_function(cls, v: str) -> str:
-        if not re.match(r"^[\w.]+:[\w.]+$", v):
+        if not re.fullmatch(r"[\w.]+:[\w.]+", v):
             raise ValueError(f"{v!r} is not `module:function`; e.g. `mypkg.train:run_trial`")
         return v
 
@@ -140,6 +140,10 @@ class ObjectiveSpec(_Strict):
                 raise ValueError("weights must be >= 0 with a positive sum")
         if self.kind == "target" and not self.domain:
             raise ValueError("kind target needs `domain: NAME`")
+        if self.weights is not None and self.kind != "weighted":
+            raise ValueError("weights are only for kind weighted; remove them or set `kind: weighted`")
+        if self.domain is not None and self.kind != "target":
+            raise ValueError("domain is only for kind target; remove it or set `kind: target`")
         return self
 
 
@@ -158,7 +162,7 @@ class StrategySpec(_Strict):
         try:
             STRATEGIES[self.kind].Config(**self.options)
         except ValidationError as err:
-            raise ValueError(f"options: {_first_error(err)}") from None
+            raise ValueError(_first_error(err, prefix="strategy.options")) from None
         return self
 
 
@@ -216,15 +220,16 @@ class SweepSpec(_Strict):
         named = set(self.objective.weights or {}) | ({self.objective.domain} if self.objective.domain else set())
         unknown = sorted(named - set(self.domains))
         if unknown:
-            raise ValueError(f"objective names unknown domain(s) {unknown}; the domains are {sorted(self.domains)}")
+            raise ValueError(f"`objective`: names unknown domain(s) {unknown}; use one of {sorted(self.domains)}")
         trainer = self.trainer
         if trainer.kind == "proxy":
             for name, d in self.domains.items():
                 if d.demo is None and d.path is None:
-                    raise ValueError(f"domain {name!r} has no data: the proxy trainer needs `domains.{name}.path` or `.demo`")
+                    raise ValueError(f"`domains.{name}`: no data; the proxy trainer needs `path:` or `demo:`")
         if isinstance(trainer, SyntheticTrainerSpec) and trainer.optimum is not None:
-            if set(trainer.optimum) != set(self.domains):
-                raise ValueError("trainer.optimum must give a weight for every domain")
+            opt = trainer.optimum
+            if set(opt) != set(self.domains) or min(opt.values()) < 0 or sum(opt.values()) <= 0:
+                raise ValueError("`trainer.optimum`: must give every domain a weight >= 0, with a positive sum")
         return self
 
     @property
@@ -236,7 +241,8 @@ class SweepSpec(_Strict):
 
     def digest(self) -> str:
         """Hash of the spec's content (not its formatting), for the frozen copy in the sweep dir."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        # Domain order is part of the sweep (search axes, default optimum), so it is hashed too.
+        blob = json.dumps([list(self.domains), self.model_dump(mode="json")], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -248,28 +254,41 @@ _FIXES = {
     "less_than": "lower it",
     "less_than_equal": "lower it",
     "literal_error": "use one of the listed values",
+    "union_tag_not_found": "add `kind:` (proxy, synthetic or python)",
+    "union_tag_invalid": "use one of the listed kinds",
+    "finite_number": "give a finite number",
 }
 
 
-def _first_error(err: ValidationError) -> str:
-    """Turn pydantic's first error into `field: problem; fix`."""
+def _first_error(err: ValidationError, prefix: str = "") -> str:
+    """Turn pydantic's first error into one line: `field`: problem; fix."""
     e = err.errors()[0]
-    parts = list(e["loc"])
-    if len(parts) > 1 and parts[0] == "trainer" and parts[1] in ("proxy", "synthetic", "python"):
-        del parts[1]  # the discriminated union puts the trainer kind in the path; users never wrote it
-    loc = ".".join(str(p) for p in parts)
     msg = e["msg"].removeprefix("Value error, ")
+    if msg.startswith("`"):  # a validator already named the field
+        return _one_line(msg)
+    parts = [prefix] if prefix else []
+    loc = list(e["loc"])
+    if len(loc) > 1 and loc[0] == "trainer" and loc[1] in ("proxy", "synthetic", "python"):
+        del loc[1]  # the discriminated union puts the trainer kind in the path; users never wrote it
+    parts += [str(p) for p in loc]
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     fix = _FIXES.get(e["type"])
-    where = f"`{loc}`" if loc else "spec"
-    return f"{where}: {msg}" + (f"; {fix}" if fix and fix not in msg else "")
+    where = f"`{'.'.join(parts)}`" if parts else "spec"
+    return _one_line(f"{where}: {msg}" + (f"; {fix}" if fix and fix not in msg else ""))
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def parse_spec(raw: Any) -> SweepSpec:
     """Validate a parsed YAML document; raises SpecError with one line."""
     if not isinstance(raw, dict):
         raise SpecError("spec: the file must hold a YAML mapping (domains:, proxy:, strategy:, ...)")
+    odd = [k for k in raw if not isinstance(k, str)]
+    if odd:
+        raise SpecError(f"spec: top-level key {odd[0]!r} is not a name; use section names such as domains:, proxy:")
     try:
         return SweepSpec(**raw)
     except ValidationError as err:
@@ -282,7 +301,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not p.is_file():
         raise SpecError(f"spec file {str(p)!r} not found; pass the path to a sweep YAML (see examples/)")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"spec {p}: not UTF-8 text; save the file as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

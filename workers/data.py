@@ -13,6 +13,7 @@ token budget: the number of sequences per domain is fixed up front (largest rema
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import os
 from dataclasses import dataclass
@@ -110,7 +111,8 @@ def read_documents(name: str, path: Path, fmt: str, text_column: str) -> Iterato
         except UnicodeDecodeError:
             raise DataError(f"domain {name!r}: {path} is not UTF-8 text; convert it or remove it from the domain") from None
     elif kind == "jsonl":
-        with open(path, encoding="utf-8") as fh:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
             for i, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -160,8 +162,9 @@ def _tokenize_domain(name: str, dspec, files: list[Path], tokenizer, seed: int) 
         fmt = "jsonl" if dspec.demo is not None else dspec.format
         for doc in read_documents(name, f, fmt, dspec.text_column):
             if doc.strip():
-                docs.append(doc[:budget])
-                budget -= len(doc)
+                raw = doc.encode("utf-8")[:budget]
+                docs.append(raw.decode("utf-8", errors="ignore"))
+                budget -= len(raw)
             if budget <= 0:
                 break
         if budget <= 0:

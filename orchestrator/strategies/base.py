@@ -19,7 +19,7 @@ from orchestrator.objective import Objective
 
 
 class StrategyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

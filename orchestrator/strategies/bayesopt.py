@@ -14,7 +14,7 @@ as pending points when it proposes the next batch.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -27,7 +27,7 @@ class BayesOptConfig(StrategyConfig):
     initial_trials: int | None = Field(
         None, ge=1, description="Sobol trials before the GP takes over (default: number of domains + 1)."
     )
-    method: str = Field("fast", pattern="^(fast|quality)$", description="Ax generation method: fast | quality.")
+    method: Literal["fast", "quality"] = Field("fast", description="Ax generation method: fast | quality.")
 
 
 class BayesOpt(Strategy):
