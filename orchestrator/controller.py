@@ -92,6 +92,7 @@ class Controller:
 
         seq_len = self.spec.proxy.seq_len or preset_json(self.spec.proxy.preset)["seq_len"]
         tokens, vocab = prepare_domains(self.spec, seq_len, log=self.log)
+        self.strategy.domain_tokens = {d: int(len(t.train)) for d, t in tokens.items()}
         ref = ray.put({d: {"train": t.train, "val": t.val} for d, t in tokens.items()})
         return ref, vocab
 

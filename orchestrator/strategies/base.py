@@ -63,6 +63,9 @@ class Strategy(abc.ABC):
 
     def __init__(self, config: StrategyConfig, domains: tuple[str, ...], objective: Objective, seed: int) -> None:
         self.config, self.domains, self.objective, self.seed = config, domains, objective, seed
+        # Tokens available per domain, set by the controller once the data is prepared (None for
+        # trainers that read no data). Priors (token_prior, RegMix) and per-domain caps use it.
+        self.domain_tokens: dict[str, int] | None = None
         self.observations: list[Observation] = []
         self.failures: list[tuple[Mixture, str]] = []
 
