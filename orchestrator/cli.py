@@ -1,4 +1,4 @@
-"""`mixsweep`: run | validate | status | report.
+"""`mixsweep`: run | resume | validate | status | report.
 
 User errors (spec, data, sweep directory, journal) print one line, `error: ...`, and exit 2 with no
 traceback; anything already computed stays on disk.
@@ -33,10 +33,12 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.controller import SweepDirExists
+    from orchestrator.lock import SweepLocked
+    from orchestrator.resume import SpecChanged
     from workers.corpus import CorpusError
     from workers.data import DataError
 
-    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists)
+    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged)
 
 
 @app.command()
@@ -61,18 +63,45 @@ def run(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
         quiet: bool = typer.Option(False, "--quiet", help="No live table; one line per finished trial.")) -> None:
     """Run a sweep to its budget and print the recommended mixture."""
+    s = load_spec(spec)
+    sweep_dir = Path(dir or s.sweep_dir())
+    if (sweep_dir / JOURNAL).exists():
+        raise UserError(f"sweep directory {sweep_dir} already holds a sweep; `mixsweep resume {sweep_dir}` continues it, or pass another --dir")
+    _drive(s, sweep_dir, address, quiet, resume=False)
+
+
+@app.command()
+def resume(dir: Path = typer.Argument(..., help="Sweep directory of a stopped sweep."),
+           spec: Optional[Path] = typer.Option(None, "--spec", help="A changed spec (only a larger budget, concurrency, retries and timeouts may change)."),
+           address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
+           quiet: bool = typer.Option(False, "--quiet", help="No live table; one line per finished trial.")) -> None:
+    """Continue a stopped sweep (crash, SIGKILL, lost head): finished trials are kept, never re-trained."""
+    _journal(dir)
+    s = load_spec(spec) if spec else frozen_spec(dir)
+    _drive(s, dir, address, quiet, resume=True)
+
+
+def frozen_spec(dir: Path):
+    """The spec a sweep ran with, from its directory."""
+    import yaml
+
+    from orchestrator.spec import parse_spec
+    from orchestrator.sweepdir import SPEC
+
+    raw = yaml.safe_load((Path(dir) / SPEC).read_text())
+    return parse_spec({k: v for k, v in raw.items() if k not in ("mixsweep_version", "spec_digest")})
+
+
+def _drive(s, sweep_dir: Path, address: str | None, quiet: bool, resume: bool) -> None:
     from orchestrator.controller import Controller
     from orchestrator.progress import SweepView
     from orchestrator.report import write_report
 
-    s = load_spec(spec)
-    sweep_dir = Path(dir or s.sweep_dir())
-    if (sweep_dir / JOURNAL).exists():
-        raise UserError(f"sweep directory {sweep_dir} already holds a sweep; pass another --dir")
     dashboard = _init_ray(address)
     console.print(f"sweep [bold]{s.name}[/bold] -> {sweep_dir}   Ray dashboard: {dashboard or 'off'}")
     with SweepView(s, console, live=not quiet and console.is_terminal) as view:
-        rec = Controller(s, sweep_dir, on_event=view.update, log=view.log).run()
+        controller = Controller(s, sweep_dir, on_event=view.update, log=view.log)
+        rec = controller.resume() if resume else controller.run()
     paths = write_report(sweep_dir)
     if rec is None:
         raise UserError(f"no trial completed; see `mixsweep status {sweep_dir}` for the reasons")

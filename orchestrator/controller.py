@@ -11,13 +11,21 @@ Design:
   the running mixtures as pending, and is told every result and every failure.
 - A trial is addressed by a hash of (mixture, proxy config, seed): a mixture proposed twice is
   trained once, and its result is told again (`trial_reused`).
-- A trial that raises, or whose actor dies, is FAILED with the reason, told to the strategy, and
-  counts against the budget; the sweep goes on.
+- Faults: a trial whose actor dies (process killed, node lost) or that hangs past its timeout is
+  re-queued up to `budget.max_attempts` starts, on any node, resuming from its checkpoint where the
+  trainer wrote one. A trainer that raises, or losses that turn non-finite or explode, end the trial
+  FAILED with the reason; it is told to the strategy and counts against the budget. The sweep goes on.
+- Resume replays the journal, re-tells the outcomes to a fresh strategy in journal order, re-queues
+  the trials that were running, and never re-trains a trial whose result exists. A lock with a
+  heartbeat keeps a second controller off the same directory.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +35,17 @@ import ray
 import yaml
 
 from orchestrator import __version__
-from orchestrator.dispatch import Placement, launch, placement, stop
-from orchestrator.journal import Journal
+from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop
+from orchestrator.journal import Journal, read_events
+from orchestrator.lock import SweepLock
 from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
 from orchestrator.spec import SweepSpec
 from orchestrator.state import SweepState
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, trial_dir, write_json_atomic
 from orchestrator.strategies import Recommendation, build_strategy
-from orchestrator.trial import TrialResult, TrialStatus, message_from_json, trial_id
+from orchestrator.resume import check_resumable, retell
+from orchestrator.trial import Placement, TrialResult, TrialStatus, message_from_json, trial_id
 from workers.model import preset_json
 
 
@@ -44,7 +54,8 @@ class Running:
     trial: str
     mixture: Mixture
     actor: Any
-    started: float
+    started: float  # time.time() of this attempt's start
+    deadline: float  # time.time() after which the attempt counts as hung
 
 
 class SweepDirExists(RuntimeError):
@@ -63,7 +74,9 @@ class Controller:
         self.strategy = build_strategy(spec.strategy.kind, spec.strategy.options, self.domains, self.objective, spec.seed)
         self.state = SweepState()
         self.running: dict[Any, Running] = {}
-        self._proxy_key = self._trial_config()
+        self._trial_key = self._trial_config()
+        self._timeout_s = attempt_timeout_s(spec)
+        self._kill_after = _fault_hook()
 
     # ------------------------------------------------------------------------------------ setup
 
@@ -71,17 +84,10 @@ class Controller:
         """What, besides the mixture and seed, determines a trial's outcome (part of its id)."""
         t = self.spec.trainer.model_dump(mode="json")
         if t["kind"] == "proxy":
-            t.update(proxy=self.spec.proxy.model_dump(mode="json"), model=preset_json(self.spec.proxy.preset),
-                     tokenizer=self.spec.tokenizer.model_dump(mode="json"))
+            proxy = self.spec.proxy.model_dump(mode="json")
+            proxy.pop("checkpoint_every_tokens")  # how often a trial saves itself does not change its result
+            t.update(proxy=proxy, model=preset_json(self.spec.proxy.preset), tokenizer=self.spec.tokenizer.model_dump(mode="json"))
         return t
-
-    def _open_dir(self) -> Journal:
-        if (self.dir / JOURNAL).exists():
-            raise SweepDirExists(f"sweep directory {self.dir} already holds a sweep; pass another --dir")
-        (self.dir / "trials").mkdir(parents=True, exist_ok=True)
-        frozen = {"mixsweep_version": __version__, "spec_digest": self.spec.digest(), **self.spec.model_dump(mode="json")}
-        (self.dir / SPEC).write_text(yaml.safe_dump(frozen, sort_keys=False))
-        return Journal(self.dir / JOURNAL)
 
     def _prepare_data(self) -> tuple[Any, int]:
         """Tokenise the domains once on the driver and share them through the object store, so trial
@@ -96,29 +102,67 @@ class Controller:
         ref = ray.put({d: {"train": t.train, "val": t.val} for d, t in tokens.items()})
         return ref, vocab
 
-    # ------------------------------------------------------------------------------------- loop
+    def _max_loss(self, vocab: int) -> float | None:
+        if self.spec.budget.max_loss is not None:
+            return self.spec.budget.max_loss
+        return 2.0 * math.log(vocab) if self.spec.trainer.kind == "proxy" else None
 
-    def run(self) -> Recommendation:
-        """Run the sweep to its budget. Data errors raise before any trial starts."""
+    # ------------------------------------------------------------------------------ entry points
+
+    def run(self) -> Recommendation | None:
+        """Start a new sweep in an empty directory and run it to its budget."""
+        if (self.dir / JOURNAL).exists():
+            raise SweepDirExists(f"sweep directory {self.dir} already holds a sweep; `mixsweep resume {self.dir}` continues it, or pass another --dir")
+        data_ref, vocab = self._prepare_data()  # data errors end here, before anything is written
+        self.lock = SweepLock(self.dir)
+        self.lock.acquire()
+        (self.dir / "trials").mkdir(parents=True, exist_ok=True)
+        frozen = {"mixsweep_version": __version__, "spec_digest": self.spec.digest(), **self.spec.model_dump(mode="json")}
+        (self.dir / SPEC).write_text(yaml.safe_dump(frozen, sort_keys=False))
+        self.journal = Journal(self.dir / JOURNAL)
+        return self._drive(data_ref, vocab, "sweep_started", {})
+
+    def resume(self) -> Recommendation | None:
+        """Continue a stopped sweep: replay, re-tell, re-queue what was running, and go on."""
+        if not (self.dir / JOURNAL).exists():
+            raise SweepDirExists(f"{self.dir} holds no sweep to resume (no {JOURNAL}); `mixsweep run` starts one")
+        frozen = yaml.safe_load((self.dir / SPEC).read_text())
+        changes = check_resumable(frozen, self.spec.model_dump(mode="json"))
         data_ref, vocab = self._prepare_data()
+        self.lock = SweepLock(self.dir)
+        self.lock.acquire()
+        self.journal = Journal(self.dir / JOURNAL, repair=True, log=self.log)
+        events = list(read_events(self.dir / JOURNAL))
+        for e in events:
+            self.state.apply(e)
+        retell(self.strategy, events, self.state)
+        return self._drive(data_ref, vocab, "sweep_resumed", {"changes": {k: list(v) for k, v in changes.items()}})
+
+    # -------------------------------------------------------------------------------------- loop
+
+    def _drive(self, data_ref: Any, vocab: int, opening: str, extra: dict) -> Recommendation | None:
         self.where = placement(self.spec.resources)
         if self.where.note:
             self.log(f"warning: {self.where.note}")
-        self.journal = self._open_dir()
+        self._data_ref, self._bound = data_ref, self._max_loss(vocab)
         self._payload_base = self._payload_template(vocab)
-        self._data_ref = data_ref
         try:
-            self._record("sweep_started", name=self.spec.name, domains=list(self.domains), budget=self.spec.budget.trials,
+            self._record(opening, name=self.spec.name, domains=list(self.domains), budget=self.spec.budget.trials,
                          concurrency=self.spec.budget.concurrency, objective=self.objective.description,
                          spec_digest=self.spec.digest(), strategy=self.spec.strategy.kind,
-                         placement={"num_cpus": self.where.num_cpus, "num_gpus": self.where.num_gpus})
+                         placement={"num_cpus": self.where.num_cpus, "num_gpus": self.where.num_gpus},
+                         lock_taken_over=self.lock.took_over, **extra)
+            for t in self.state.by_status(TrialStatus.RUNNING):  # left running by a stopped controller
+                self._requeue_or_fail(t.id, "the controller stopped while it ran")
             while True:
+                self.lock.beat()
                 self._fill()
                 if not self.running:
                     break
                 ready, _ = ray.wait(list(self.running), num_returns=1, timeout=1.0)
                 for gen in ready:
                     self._advance(gen)
+                self._check_deadlines()
             rec = self._recommend()
             self._record("sweep_finished", completed=len(self.state.completed), reused=self.state.reused)
             return rec
@@ -126,26 +170,37 @@ class Controller:
             for r in self.running.values():
                 stop(r.actor)
             self.journal.close()
+            self.lock.release()
 
     def _record(self, event: str, **fields: Any) -> dict:
         record = self.journal.append(event, **fields)
         self.state.apply(record)
         self.on_event(record, self.state)
+        if self._kill_after and self._kill_after[0] == event:
+            self._kill_after[1] -= 1
+            if self._kill_after[1] == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
         return record
 
     def _budget_left(self) -> int:
         return self.spec.budget.trials - len(self.state.trials) - self.state.reused
 
     def _fill(self) -> None:
-        """Ask the strategy for as many mixtures as there are free slots and start them."""
-        n = min(self.spec.budget.concurrency - len(self.running), self._budget_left())
+        """Start re-queued trials first, then ask the strategy for the remaining free slots."""
+        free = self.spec.budget.concurrency - len(self.running)
+        running_ids = {r.trial for r in self.running.values()}
+        for t in self.state.by_status(TrialStatus.PROPOSED):
+            if free > 0 and t.id not in running_ids:
+                self._start(t.id, Mixture.from_dict(t.mixture, self.domains))
+                free -= 1
+        n = min(free, self._budget_left())
         if n <= 0:
             return
         t0 = time.perf_counter()
         proposals = self.strategy.ask(n, [r.mixture for r in self.running.values()])
         proposal_s = round(time.perf_counter() - t0, 4)
         for mixture in proposals[:n]:
-            tid = trial_id(mixture, self._proxy_key, self.spec.seed)
+            tid = trial_id(mixture, self._trial_key, self.spec.seed)
             known = self.state.trials.get(tid)
             if known is not None:
                 self._reuse(known, mixture)
@@ -174,28 +229,57 @@ class Controller:
         return base
 
     def _start(self, tid: str, mixture: Mixture) -> None:
-        trial_dir(self.dir, tid).mkdir(parents=True, exist_ok=True)
-        payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict()}
-        actor, gen = launch(tid, payload, self._data_ref, self.where)
+        tdir = trial_dir(self.dir, tid)
+        tdir.mkdir(parents=True, exist_ok=True)
         attempt = self.state.trials[tid].attempts + 1
-        self.running[gen] = Running(tid, mixture, actor, time.time())
-        self._record("trial_started", trial=tid, attempt=attempt, actor=f"trial-{tid}")
+        name = f"trial-{tid}" if attempt == 1 else f"trial-{tid}-{attempt}"
+        self._record("trial_started", trial=tid, attempt=attempt, actor=name)
+        payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict(), "trial_dir": str(tdir.resolve())}
+        actor, gen = launch(name, payload, self._data_ref, self.where)
+        now = time.time()
+        self.running[gen] = Running(tid, mixture, actor, now, now + (self._timeout_s or math.inf))
 
     def _advance(self, gen) -> None:
-        """Take the next message a trial streamed: progress, its result, or its failure."""
+        """Take the next message a trial streamed: placement, progress, its result, or its failure."""
         run = self.running[gen]
         try:
             message = message_from_json(ray.get(next(gen)))
         except StopIteration:
             return self._fail(gen, "the trainer ended without a result")
         except Exception as err:
+            if died(err):
+                return self._requeue_or_fail(run.trial, _reason(err), gen)
             return self._fail(gen, _reason(err))
         if isinstance(message, TrialResult):
             return self._complete(gen, message)
+        if isinstance(message, Placement):
+            self._record("trial_placed", trial=run.trial, node_id=message.node_id, pid=message.pid, gpus=message.gpus)
+            return
         record = self._record("trial_progress", trial=run.trial, step=message.step, tokens=message.tokens,
                               losses=message.losses, elapsed_s=round(message.elapsed_s, 3))
         with open(trial_dir(self.dir, run.trial) / "progress.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        bad = {d: v for d, v in message.losses.items() if not math.isfinite(v) or (self._bound and v > self._bound)}
+        if bad:
+            self._fail(gen, f"diverged at step {message.step}: losses {bad}" + (f" (bound {self._bound:.2f})" if self._bound else ""))
+
+    def _check_deadlines(self) -> None:
+        now = time.time()
+        for gen, run in list(self.running.items()):
+            if now > run.deadline:
+                self._requeue_or_fail(run.trial, f"hung: no result after {now - run.started:.0f} s (timeout {self._timeout_s:.0f} s)", gen)
+
+    def _requeue_or_fail(self, tid: str, reason: str, gen: Any = None) -> None:
+        """An attempt died or hung: start the trial again (any node) unless it used all its attempts."""
+        if gen is not None:
+            stop(self.running.pop(gen).actor)
+        attempts = self.state.trials[tid].attempts
+        if attempts < self.spec.budget.max_attempts:
+            self._record("trial_requeued", trial=tid, attempt=attempts, reason=reason)
+            return
+        self._record("trial_failed", trial=tid, reason=f"{reason} (attempt {attempts} of {self.spec.budget.max_attempts})")
+        self.strategy.tell_failed(Mixture.from_dict(self.state.trials[tid].mixture, self.domains), reason)
+        self._save_strategy()
 
     def _complete(self, gen, result: TrialResult) -> None:
         run = self.running[gen]
@@ -234,10 +318,20 @@ class Controller:
         return rec
 
 
+def _fault_hook() -> list | None:
+    """Fault injection for crash tests: MIXSWEEP_FAULT_KILL_AFTER=<event>:<n> SIGKILLs the controller
+    right after journaling its n-th <event> (e.g. trial_completed:2, between a result and the next ask)."""
+    spec = os.environ.get("MIXSWEEP_FAULT_KILL_AFTER")
+    if not spec:
+        return None
+    event, _, n = spec.partition(":")
+    return [event, int(n or 1)]
+
+
 def _reason(err: BaseException) -> str:
     """One line saying why a trial failed (the user's exception, not Ray's wrapping of it)."""
     cause = getattr(err, "cause", None) or err
-    if isinstance(err, ray.exceptions.RayActorError):
-        return f"actor died: {str(err).splitlines()[0][:300]}"
+    if died(err):
+        return f"actor died: {str(err).strip().splitlines()[0][:300]}"
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[-1][:300] if text else ''}"

@@ -38,10 +38,10 @@ def placement(resources: ResourcesSpec) -> Placement:
     return Placement(resources.cpus, resources.gpus)
 
 
-def launch(trial: str, payload: dict[str, Any], data_ref: Any, where: Placement):
-    """Start actor `trial-<id>` and its streaming `run`; returns (actor, ObjectRefGenerator)."""
+def launch(name: str, payload: dict[str, Any], data_ref: Any, where: Placement):
+    """Start actor `name` (trial-<id>) and its streaming `run`; returns (actor, ObjectRefGenerator)."""
     actor = remote_actor_class().options(
-        name=f"trial-{trial}",
+        name=name,
         num_cpus=where.num_cpus,
         num_gpus=where.num_gpus,
     ).remote()
@@ -55,3 +55,26 @@ def stop(actor) -> None:
         ray.kill(actor, no_restart=True)
     except Exception:  # already dead: nothing to free
         pass
+
+
+def attempt_timeout_s(spec) -> float | None:
+    """Wall time after which an attempt counts as hung, derived from what the trial must do.
+
+    The proxy trainer gets its token budget at a floor of 500 tokens/s (a slow CPU on the debug
+    preset does ~20k) plus 10 minutes for start-up and evaluation; the synthetic trainer 10x its
+    duration plus a minute. A python callable's cost is unknown: no timeout unless the spec sets one.
+    """
+    if spec.budget.trial_timeout_s is not None:
+        return spec.budget.trial_timeout_s
+    if spec.trainer.kind == "proxy":
+        return spec.proxy.tokens_per_trial / 500.0 + 600.0
+    if spec.trainer.kind == "synthetic":
+        return 10.0 * spec.trainer.duration_s + 60.0
+    return None
+
+
+def died(err: BaseException) -> bool:
+    """True when the trial's process or node went away (retry it), not when its code raised."""
+    kinds = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+             ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)
+    return isinstance(err, kinds)

@@ -21,6 +21,8 @@ EVENTS = (
     "sweep_resumed",
     "trial_proposed",
     "trial_started",
+    "trial_placed",
+    "trial_requeued",
     "trial_progress",
     "trial_completed",
     "trial_failed",
@@ -37,9 +39,18 @@ class JournalError(ValueError):
 class Journal:
     """Appends events to `<sweep dir>/journal.jsonl`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, repair: bool = False, log=print) -> None:
+        """Open for appending. With `repair`, a last line torn by a crash is cut off first (and said
+        so), since appending after half a line would corrupt the next event."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if repair and self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                log(f"journal: dropping a last line cut by a crash ({len(data) - keep} bytes)")
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(keep)
         self._seq = sum(1 for _ in read_events(self.path)) if self.path.exists() else 0
         self._fh = open(self.path, "a", encoding="utf-8")
 

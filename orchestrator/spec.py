@@ -84,6 +84,8 @@ class ProxySpec(_Strict):
     seq_len: int | None = Field(None, gt=1, description="Sequence length in tokens (default: the preset's).")
     batch_size: int | None = Field(None, gt=0, description="Sequences per step (default: the preset's).")
     learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate (default: the preset's).")
+    checkpoint_every_tokens: int | None = Field(
+        None, gt=0, description="Checkpoint into the trial directory this often, so a retried trial resumes (default: never).")
 
     @field_validator("preset")
     @classmethod
@@ -169,6 +171,11 @@ class StrategySpec(_Strict):
 class BudgetSpec(_Strict):
     trials: int = Field(16, ge=1, le=100_000, description="Trials to run in total (failed ones count).")
     concurrency: int = Field(2, ge=1, le=4096, description="Trials in flight at once.")
+    max_attempts: int = Field(3, ge=1, le=100, description="Starts per trial when its actor dies or hangs (a trainer that raises is not retried).")
+    trial_timeout_s: float | None = Field(
+        None, gt=0, description="Wall time per attempt before a trial counts as hung (default: derived from the token budget).")
+    max_loss: float | None = Field(
+        None, gt=0, description="A streamed loss above this (nats/token) ends the trial as diverged (default: 2 ln(vocab) for the proxy).")
 
 
 class ResourcesSpec(_Strict):

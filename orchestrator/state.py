@@ -24,6 +24,8 @@ class TrialRecord:
     reason: str | None = None
     wall_s: float | None = None
     proposal_s: float | None = None
+    placement: dict[str, Any] | None = None  # node, pid and GPUs of the latest attempt
+    failed_attempts: list[str] = field(default_factory=list)  # why earlier attempts ended (died, hung)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,8 @@ class TrialRecord:
             "progress_events": self.progress_events,
             "reason": self.reason,
             "wall_s": self.wall_s,
+            "placement": self.placement,
+            "failed_attempts": self.failed_attempts,
         }
 
 
@@ -51,6 +55,7 @@ class SweepState:
     objective: str = ""
     spec_digest: str = ""
     finished: bool = False
+    resumes: int = 0
     reused: int = 0  # proposals answered from an earlier trial with the same id (each spends budget)
     recommendation: dict[str, Any] | None = None
     trials: dict[str, TrialRecord] = field(default_factory=dict)
@@ -59,6 +64,7 @@ class SweepState:
         """Fold one journal event into the state."""
         kind = e["event"]
         if kind in ("sweep_started", "sweep_resumed"):
+            self.resumes += kind == "sweep_resumed"
             self.name = e.get("name", self.name)
             self.domains = tuple(e.get("domains", self.domains))
             self.budget = e.get("budget", self.budget)
@@ -71,6 +77,12 @@ class SweepState:
         elif kind == "trial_started":
             t = self.trials[e["trial"]]
             t.status, t.attempts = TrialStatus.RUNNING, e.get("attempt", t.attempts + 1)
+        elif kind == "trial_placed":
+            self.trials[e["trial"]].placement = {k: e.get(k) for k in ("node_id", "pid", "gpus")}
+        elif kind == "trial_requeued":
+            t = self.trials[e["trial"]]
+            t.status = TrialStatus.PROPOSED
+            t.failed_attempts.append(e.get("reason", ""))
         elif kind == "trial_progress":
             t = self.trials[e["trial"]]
             t.progress_events += 1
@@ -88,6 +100,9 @@ class SweepState:
             self.recommendation = {k: v for k, v in e.items() if k not in ("seq", "time", "event")}
         elif kind == "sweep_finished":
             self.finished = True
+
+    def in_order(self) -> list[TrialRecord]:
+        return sorted(self.trials.values(), key=lambda t: t.proposed_seq)
 
     def by_status(self, status: TrialStatus) -> list[TrialRecord]:
         return [t for t in self.trials.values() if t.status == status]
@@ -117,5 +132,6 @@ class SweepState:
             "reused": self.reused,
             "best": {"id": best.id, "objective": best.objective, "mixture": best.mixture} if best else None,
             "recommendation": self.recommendation,
-            "trials": [t.to_json() for t in sorted(self.trials.values(), key=lambda t: t.proposed_seq)],
+            "resumes": self.resumes,
+            "trials": [t.to_json() for t in self.in_order()],
         }

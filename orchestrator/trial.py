@@ -68,7 +68,17 @@ class TrialResult:
         return bool(self.losses) and all(math.isfinite(v) for v in self.losses.values())
 
 
-def message_from_json(obj: Mapping[str, Any]) -> Progress | TrialResult:
+@dataclass(frozen=True)
+class Placement:
+    """Where an attempt runs: the first message every trial actor streams."""
+
+    node_id: str
+    pid: int
+    gpus: list
+
+
+def message_from_json(obj: Mapping[str, Any]) -> Progress | TrialResult | Placement:
     """Decode what a trial actor streamed back."""
     body = {k: v for k, v in obj.items() if k != "kind"}
-    return Progress(**body) if obj.get("kind") == "progress" else TrialResult(**body)
+    kinds = {"progress": Progress, "result": TrialResult, "placed": Placement}
+    return kinds[obj.get("kind", "result")](**body)

@@ -37,11 +37,8 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
     config = TrainConfig(**payload["train_config"])
     train = {d: t["train"] for d, t in data.items()}
     val = {d: t["val"] for d, t in data.items()}
-    return train_proxy(config, mixture, train, val, data_vocab(payload), report, device=payload.get("device"))
-
-
-def data_vocab(payload: dict[str, Any]) -> int:
-    return int(payload["vocab_size"])
+    return train_proxy(config, mixture, train, val, int(payload["vocab_size"]), report, device=payload.get("device"),
+                       checkpoint_dir=payload.get("trial_dir"))
 
 
 class TrialActor:
@@ -59,6 +56,7 @@ class TrialActor:
                 q.put(_DONE)
 
         threading.Thread(target=work, name=f"trial-{payload['trial']}", daemon=True).start()
+        yield {"kind": "placed", **self.node()}
         while (item := q.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item

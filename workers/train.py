@@ -6,8 +6,10 @@ A plain function (no Ray): the actor wraps it, tests call it directly.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -31,11 +33,13 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     weight_decay: float = 0.1
     seed: int = 0
+    checkpoint_every_tokens: int | None = None
 
     @classmethod
     def from_spec(cls, proxy, seed: int) -> "TrainConfig":
         return cls(preset=proxy.preset, tokens=proxy.tokens_per_trial, eval_every_tokens=proxy.eval_every_tokens,
-                   seq_len=proxy.seq_len, batch_size=proxy.batch_size, learning_rate=proxy.learning_rate, seed=seed)
+                   seq_len=proxy.seq_len, batch_size=proxy.batch_size, learning_rate=proxy.learning_rate, seed=seed,
+                   checkpoint_every_tokens=proxy.checkpoint_every_tokens)
 
     def resolved(self) -> tuple[int, int, float]:
         p = PRESETS[self.preset]
@@ -54,13 +58,16 @@ def lr_at(step: int, n_steps: int, peak: float, warmup_fraction: float) -> float
 def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mapping[str, np.ndarray],
                 val: Mapping[str, np.ndarray], vocab_size: int,
                 on_eval: Callable[[Progress], None] = lambda p: None,
-                device: str | torch.device | None = None) -> TrialResult:
+                device: str | torch.device | None = None, checkpoint_dir: str | Path | None = None) -> TrialResult:
     """Train a fresh proxy on `mixture` for `config.tokens` tokens; evaluate every domain periodically.
 
     Args:
         mixture: domain -> weight (sums to 1).
         train / val: domain -> 1-D token arrays (val is held out, never trained on).
         on_eval: called with a Progress after each evaluation, while training goes on.
+        checkpoint_dir: where `checkpoint.pt` is written every `config.checkpoint_every_tokens`; if one
+            is there already, training resumes from it and ends with the same losses as an
+            uninterrupted run (batches depend only on (seed, step); see MixtureSampler.batch).
     Returns the final evaluation as a TrialResult (losses in nats/token).
     """
     t0 = time.perf_counter()
@@ -74,8 +81,10 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
                             fused=device.type == "cuda")
     tokens_per_step = batch_size * seq_len
     eval_every = max(1, config.eval_every_tokens // tokens_per_step)
-    losses, stderr = {}, {}
-    for step, (batch, _) in enumerate(sampler):
+    ckpt = Checkpointer(checkpoint_dir, config.checkpoint_every_tokens, tokens_per_step)
+    start, losses, stderr = ckpt.restore(model, opt)
+    for step in range(start, sampler.n_steps):
+        batch, _ = sampler.batch(step)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, sampler.n_steps, peak_lr, config.warmup_fraction)
         x = torch.from_numpy(batch).to(device, non_blocking=True)
@@ -92,6 +101,33 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
             if not all(math.isfinite(v) for v in losses.values()):
                 raise FloatingPointError(f"diverged: non-finite validation loss at step {done} ({losses})")
             on_eval(Progress(step=done, tokens=done * tokens_per_step, losses=losses, elapsed_s=time.perf_counter() - t0))
+        ckpt.maybe_save(done, model, opt, losses, stderr)
     return TrialResult(losses=losses, loss_stderr=stderr, tokens=sampler.tokens, steps=sampler.n_steps,
                        wall_s=time.perf_counter() - t0,
-                       info={"device": str(device), "sequences_per_domain": sampler.counts})
+                       info={"device": str(device), "sequences_per_domain": sampler.counts, "resumed_from_step": start})
+
+
+class Checkpointer:
+    """Model + optimiser + step in `<dir>/checkpoint.pt`, written atomically (temp file, rename)."""
+
+    def __init__(self, directory: str | Path | None, every_tokens: int | None, tokens_per_step: int) -> None:
+        self.path = Path(directory) / "checkpoint.pt" if directory and every_tokens else None
+        self.every = max(1, (every_tokens or 0) // tokens_per_step)
+
+    def restore(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, dict, dict]:
+        """(first step to run, last losses, last stderr); step 0 when there is no checkpoint."""
+        if self.path is None or not self.path.exists():
+            return 0, {}, {}
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        return state["step"], state["losses"], state["stderr"]
+
+    def maybe_save(self, step: int, model, opt, losses: dict, stderr: dict) -> None:
+        if self.path is None or step % self.every:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "losses": losses, "stderr": stderr}, tmp)
+        os.replace(tmp, self.path)
