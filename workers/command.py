@@ -303,7 +303,7 @@ def _watchdog(proc: subprocess.Popen, timeout_s: float | None, timed_out: thread
             return _kill_group(proc)
         if exited:
             if not stdout_closed.wait(EXIT_GRACE_S):
-                pass
+                _kill_group(proc)
             return
         time.sleep(_POLL_S)
 
