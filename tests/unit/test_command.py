@@ -234,3 +234,15 @@ def test_a_leftover_process_holding_stdout_does_not_hang_the_trial(tmp_path, mon
     result = run_command(MIXTURE, {"command": f"{PY} {prog}"}, 0, lambda p: None)
     assert result.losses == {"a": 1.5}
     assert time.monotonic() - t0 < 10
+
+
+def test_the_example_spec_command_runs_from_the_repository_root(tmp_path, monkeypatch):
+    """examples/command.yaml's trainer section, as the actor would hand it over, trains and reports."""
+    import yaml
+
+    trainer = yaml.safe_load((ROOT / "examples" / "command.yaml").read_text())["trainer"]
+    assert trainer["kind"] == "command"
+    monkeypatch.chdir(ROOT)  # the actor's working directory when the driver runs from the repository
+    seen, report = collect()
+    result = run_command(MIXTURE, trainer, 0, report, trial_dir=tmp_path)
+    assert len(seen) == 4 and set(result.losses) == set(MIXTURE)
