@@ -2,7 +2,8 @@
 
 The running controller rewrites `<dir>/controller.lock` every few seconds. A second controller refuses
 while the heartbeat is fresh; a lock whose heartbeat is older than `stale_s` was left by a controller
-that was killed (SIGKILL, lost head node) and is taken over, so resume is never blocked by it.
+that was killed (SIGKILL, lost head node) and is taken over, so resume is never blocked by it; on the
+same host a lock whose process is gone is taken over at once.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class SweepLock:
         except FileExistsError:
             owner = self._read()
             age = time.time() - owner.get("heartbeat", 0.0)
-            if age < self.stale_s:
+            if age < self.stale_s and not _dead_here(owner):
                 raise SweepLocked(
                     f"{self.path.parent} is being run by pid {owner.get('pid')} on {owner.get('host')} "
                     f"(heartbeat {age:.0f} s ago); stop that controller first, or wait {self.stale_s:.0f} s if it was killed"
@@ -63,3 +64,16 @@ class SweepLock:
             return json.loads(self.path.read_text() or "{}")
         except (OSError, ValueError):
             return {}  # a lock torn by a crash is as good as stale
+
+
+def _dead_here(owner: dict) -> bool:
+    """The owner ran on this host and its process is gone: no need to wait for the heartbeat to age."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

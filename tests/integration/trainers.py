@@ -21,3 +21,16 @@ def fails_when_first_domain_dominates(mixture, report, seed):
 
 def returns_nan(mixture, report, seed):
     return {d: math.nan for d in mixture}
+
+
+def diverges(mixture, report, seed):
+    report(step=1, tokens=100, losses={d: 3.0 for d in mixture})
+    report(step=2, tokens=200, losses={d: float("inf") for d in mixture})
+    return {d: 3.0 for d in mixture}
+
+
+def hangs(mixture, report, seed):
+    import time
+
+    report(step=1, tokens=100, losses={d: 3.0 for d in mixture})
+    time.sleep(3600)

@@ -64,3 +64,25 @@ def test_presets_have_the_sizes_they_are_named_for():
 def test_learning_rate_warms_up_then_decays():
     lrs = [lr_at(s, 100, 1.0, 0.05) for s in range(100)]
     assert lrs[0] < lrs[4] == pytest.approx(1.0) and lrs[-1] < 0.15 and min(lrs[5:]) >= 0.1
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_a_trial_resumed_from_its_checkpoint_ends_with_the_same_losses(tokens, tmp_path):
+    train, val, vocab = tokens
+    cfg = TrainConfig(preset="debug", tokens=BUDGET, eval_every_tokens=16_384, seed=3, checkpoint_every_tokens=16_384)
+    mixture = {"vowels": 0.6, "digits": 0.4}
+    whole = train_proxy(cfg, mixture, train, val, vocab, device="cpu")
+
+    def die_at_second_eval(p):
+        if p.step == 32:  # after the step-16 checkpoint, before the step-32 one
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_proxy(cfg, mixture, train, val, vocab, on_eval=die_at_second_eval, device="cpu", checkpoint_dir=tmp_path)
+    assert (tmp_path / "checkpoint.pt").exists()
+    resumed = train_proxy(cfg, mixture, train, val, vocab, device="cpu", checkpoint_dir=tmp_path)
+    assert resumed.info["resumed_from_step"] == 16
+    assert resumed.losses == pytest.approx(whole.losses, abs=1e-6)

@@ -1,0 +1,125 @@
+"""Crash a real `mixsweep run` with SIGKILL at several points, then `mixsweep resume` it.
+
+Promises checked: every trial finished before the crash is kept byte for byte, none is trained
+twice, the budget completes, and `status --json` lists each trial once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.journal import read_events
+
+MIXSWEEP = [sys.executable, "-m", "orchestrator.cli"]
+BUDGET = 6
+
+
+def _spec(tmp_path: Path, **budget) -> Path:
+    spec = {
+        "name": "crash", "domains": {d: {} for d in ("a", "b", "c")},
+        "trainer": {"kind": "synthetic", "duration_s": 1.2, "progress_events": 4, "noise": 0.0},
+        "strategy": {"kind": "sobol"}, "budget": {"trials": BUDGET, "concurrency": 2, **budget}, "seed": 0,
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, **extra}
+
+
+def _events(sweep: Path) -> list[dict]:
+    return list(read_events(sweep / "journal.jsonl", [])) if (sweep / "journal.jsonl").exists() else []
+
+
+def _run_until(spec: Path, sweep: Path, stop_when, env: dict, timeout_s: float = 120) -> None:
+    """Start `mixsweep run` in its own process group; SIGKILL the group once stop_when(events) holds."""
+    proc = subprocess.Popen(MIXSWEEP + ["run", str(spec), "--dir", str(sweep), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout_s
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            if stop_when is not None and stop_when(_events(sweep)):
+                break
+            time.sleep(0.05)
+        assert time.time() < deadline, "the kill point was never reached"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def _completed(events):
+    return [e for e in events if e["event"] == "trial_completed"]
+
+
+def _before_first_result(events):
+    return any(e["event"] == "trial_progress" for e in events) and not _completed(events)
+
+
+def _mid_trial(events):
+    done = _completed(events)
+    return bool(done) and any(e["event"] == "trial_progress" and e["seq"] > done[0]["seq"] for e in events)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["before_first_result", "mid_trial", "between_result_and_next_proposal"])
+def test_every_trial_runs_exactly_once_after_resume(tmp_path, point):
+    spec, sweep = _spec(tmp_path), tmp_path / "sweep"
+    if point == "between_result_and_next_proposal":
+        # The controller kills itself right after journaling its 2nd result, before telling or asking.
+        _run_until(spec, sweep, None, _env(MIXSWEEP_FAULT_KILL_AFTER="trial_completed:2"))
+    else:
+        _run_until(spec, sweep, {"before_first_result": _before_first_result, "mid_trial": _mid_trial}[point], _env())
+    before = _events(sweep)
+    assert not any(e["event"] == "sweep_finished" for e in before), "the crash came too late"
+    kept = {e["trial"]: (sweep / "trials" / e["trial"] / "result.json").read_bytes() for e in _completed(before)}
+    running = {e["trial"] for e in before if e["event"] == "trial_started"} - set(kept)
+
+    out = subprocess.run(MIXSWEEP + ["resume", str(sweep), "--quiet"], env=_env(), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = _events(sweep)
+    completed = [e["trial"] for e in _completed(after)]
+    assert len(completed) == len(set(completed)), "a trial was trained twice"
+    for tid, blob in kept.items():
+        assert (sweep / "trials" / tid / "result.json").read_bytes() == blob
+    status = json.loads(subprocess.run(MIXSWEEP + ["status", str(sweep), "--json"], capture_output=True, text=True).stdout)
+    ids = [t["id"] for t in status["trials"]]
+    assert len(ids) == len(set(ids)) == BUDGET and status["completed"] == BUDGET and status["resumes"] == 1
+    for t in status["trials"]:
+        assert t["attempts"] == (2 if t["id"] in running else 1)
+    assert status["finished"] and status["recommendation"] is not None
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_changed_spec_and_accepts_a_larger_budget(tmp_path):
+    spec, sweep = _spec(tmp_path), tmp_path / "sweep"
+    _run_until(spec, sweep, lambda ev: len(_completed(ev)) >= 1, _env())
+    changed = yaml.safe_load(spec.read_text())
+    changed["seed"] = 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(changed))
+    out = subprocess.run(MIXSWEEP + ["resume", str(sweep), "--spec", str(bad)], env=_env(), capture_output=True, text=True)
+    assert out.returncode == 2 and "seed (0 -> 7)" in out.stderr and "Traceback" not in out.stderr
+    changed["seed"], changed["budget"]["trials"] = 0, BUDGET + 2
+    more = tmp_path / "more.yaml"
+    more.write_text(yaml.safe_dump(changed))
+    out = subprocess.run(MIXSWEEP + ["resume", str(sweep), "--spec", str(more), "--quiet"], env=_env(),
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = [e for e in _events(sweep) if e["event"] == "sweep_resumed"]
+    assert resumed[0]["changes"] == {"budget.trials": [BUDGET, BUDGET + 2]}
+    assert len(_completed(_events(sweep))) == BUDGET + 2
