@@ -145,3 +145,19 @@ def test_cli_run_prints_the_recommendation(tmp_path):
     assert (tmp_path / "s" / "report" / "objective.png").stat().st_size > 10_000
     again = subprocess.run(MIXSWEEP + ["run", str(spec), "--dir", str(tmp_path / "s")], capture_output=True, text=True)
     assert again.returncode == 2 and again.stderr.strip().startswith("error:") and "Traceback" not in again.stderr
+
+
+def test_gpu_request_falls_back_to_cpu_where_the_cluster_has_none(ray_session, tmp_path):
+    spec = parse_spec({
+        "name": "gpu", "domains": {d: {} for d in ("a", "b")},
+        "trainer": {"kind": "synthetic", "duration_s": 0.1, "progress_events": 1},
+        "strategy": {"kind": "sobol"}, "budget": {"trials": 2, "concurrency": 2}, "resources": {"gpus": 1, "cpus": 1},
+    })
+    said = []
+    Controller(spec, tmp_path / "sweep", log=said.append).run()
+    state = replay(tmp_path / "sweep" / "journal.jsonl")
+    assert len(state.completed) == 2
+    assert any("no GPU" in m for m in said)
+    started = next(read_events(tmp_path / "sweep" / "journal.jsonl"))
+    assert started["placement"] == {"num_cpus": 1.0, "num_gpus": 0.0}
+    assert all(t.placement["gpus"] == [] for t in state.trials.values())
