@@ -38,6 +38,7 @@ from orchestrator import __version__
 from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop
 from orchestrator.journal import Journal, read_events
 from orchestrator.lock import SweepLock
+from orchestrator.metrics import SweepMetrics
 from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
 from orchestrator.spec import SweepSpec
@@ -145,6 +146,7 @@ class Controller:
         if self.where.note:
             self.log(f"warning: {self.where.note}")
         self._data_ref, self._bound = data_ref, self._max_loss(vocab)
+        self.metrics = SweepMetrics(self.spec.name)
         self._payload_base = self._payload_template(vocab)
         try:
             self._record(opening, name=self.spec.name, domains=list(self.domains), budget=self.spec.budget.trials,
@@ -175,6 +177,7 @@ class Controller:
     def _record(self, event: str, **fields: Any) -> dict:
         record = self.journal.append(event, **fields)
         self.state.apply(record)
+        self.metrics.update(record, self.state)
         self.on_event(record, self.state)
         if self._kill_after and self._kill_after[0] == event:
             self._kill_after[1] -= 1
