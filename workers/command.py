@@ -176,7 +176,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     """Kill the program and everything it started (it leads its own process group)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # the group is gone (its pid may even be reused)
         pass
 
 
@@ -192,6 +192,11 @@ class _Log:
             if self._fh:
                 self._fh.write(line + "\n")
             print(line, flush=True)
+
+    def header(self, text: str) -> None:
+        """A line in command.log only, separating attempts of a retried trial."""
+        if self._fh:
+            self._fh.write(f"=== mixsweep: {text}\n")
 
     def close(self) -> None:
         if self._fh:
@@ -239,11 +244,12 @@ def _run_in(work: Path, log_path: Path | None, mixture: Mapping[str, float], con
     t0 = time.perf_counter()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, bufsize=1, env=env, cwd=config.get("cwd"), start_new_session=True,
+                                text=True, errors="replace", bufsize=1, env=env, cwd=config.get("cwd"), start_new_session=True,
                                 preexec_fn=_death_signal())
     except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
         raise CommandError(f"cannot start {argv[0]!r}: {err.strerror or err} (cwd {config.get('cwd') or os.getcwd()})") from None
     log = _Log(log_path)
+    log.header(f"{time.strftime('%Y-%m-%d %H:%M:%S')} started {shlex.join(argv)}")  # one per attempt
     try:
         return _follow(proc, config, report, log, t0)
     finally:

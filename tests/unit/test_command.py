@@ -246,3 +246,16 @@ def test_the_example_spec_command_runs_from_the_repository_root(tmp_path, monkey
     seen, report = collect()
     result = run_command(MIXTURE, trainer, 0, report, trial_dir=tmp_path)
     assert len(seen) == 4 and set(result.losses) == set(MIXTURE)
+
+
+def test_undecodable_output_is_kept_not_fatal_and_each_attempt_is_marked_in_the_log(tmp_path):
+    prog = script(tmp_path, """
+        import json, sys
+        sys.stdout.buffer.write(b"loss \\xff\\xfe garbled\\n")
+        sys.stdout.flush()
+        print(json.dumps({"final": True, "losses": {"a": 1.25}}))
+    """)
+    for _ in range(2):  # a retried trial runs again in the same trial directory
+        assert run_command(MIXTURE, {"command": f"{PY} {prog}"}, 0, lambda p: None, trial_dir=tmp_path / "t").losses == {"a": 1.25}
+    log = (tmp_path / "t" / "command.log").read_text()
+    assert log.count("=== mixsweep: ") == 2 and log.count("loss \ufffd\ufffd garbled") == 2
