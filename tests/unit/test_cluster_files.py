@@ -165,13 +165,15 @@ def test_kuberay_cluster_images_versions_gpus_and_volumes_agree(name, spec):
     assert spec["rayVersion"] == pin("ray")
     assert spec["authOptions"] == {"mode": "token"}
     head = spec["headGroupSpec"]
-    assert head["rayStartParams"]["num-gpus"] == "0"  # the controller's node takes no trial
+    assert head["rayStartParams"]["num-gpus"] == head["rayStartParams"]["num-cpus"] == "0"  # no trial on the head
     assert [c["image"] for c in pod_containers(head)] == [tags["cpu"]]
     assert spec["workerGroupSpecs"], "no worker group"
     for group in spec["workerGroupSpecs"]:
         params = group["rayStartParams"]
         assert all(isinstance(v, str) for v in params.values()), "KubeRay wants rayStartParams as strings"
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        # The controller looks for GPUs once, at sweep start, and falls back to CPU when it finds none.
+        assert group["minReplicas"] >= 1
         (worker,) = pod_containers(group)
         limits, requests = worker["resources"]["limits"], worker["resources"]["requests"]
         assert int(limits["nvidia.com/gpu"]) == int(requests["nvidia.com/gpu"]) == int(params["num-gpus"]) > 0
@@ -236,13 +238,13 @@ def test_cluster_launcher_yaml_images_gpus_auth_and_storage_agree():
     assert "/home/ray/.ray/auth_token" in cfg["file_mounts"]
     nodes = cfg["available_node_types"]
     head = nodes[cfg["head_node_type"]]
-    assert head["resources"]["GPU"] == 0
+    assert head["resources"] == {"CPU": 0, "GPU": 0}
     workers = {n: t for n, t in nodes.items() if n != cfg["head_node_type"]}
     for t in workers.values():
         assert t["resources"]["GPU"] == AWS_GPUS[t["node_config"]["InstanceType"]] > 0
-        assert t["min_workers"] <= t["max_workers"] <= cfg["max_workers"]
+        assert 1 <= t["min_workers"] <= t["max_workers"] <= cfg["max_workers"]  # a GPU at sweep start
     head_start = " ".join(cfg["head_start_ray_commands"])
-    assert "--head" in head_start and "--num-gpus=0" in head_start
+    assert "--head" in head_start and "--num-gpus=0" in head_start and "--num-cpus=0" in head_start
     assert "--dashboard-host=127.0.0.1" in head_start  # reached through `ray dashboard`'s SSH tunnel only
     (host_path, container_path) = re.search(r"--volume (\S+):(\S+)", run_options).groups()
     assert host_path == container_path
