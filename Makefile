@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/mixsweep run examples/quickstart.yaml --dir runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
+# Chromium renders the Ray dashboard in tests/integration/test_dashboard.py (skipped, with the reason, without it).
 test: install
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: tests/integration/test_dashboard.py will skip"
 	$(PY) -m pytest -q
 
 clean:

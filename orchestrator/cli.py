@@ -35,10 +35,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.controller import SweepDirExists
     from orchestrator.lock import SweepLocked
     from orchestrator.resume import SpecChanged
+    from orchestrator.submit import SubmitError
     from workers.corpus import CorpusError
     from workers.data import DataError
 
-    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged)
+    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError)
 
 
 @app.command()
@@ -97,16 +98,45 @@ def _drive(s, sweep_dir: Path, address: str | None, quiet: bool, resume: bool) -
     from orchestrator.progress import SweepView
     from orchestrator.report import write_report
 
+    address = address or os.environ.get("RAY_ADDRESS")
     dashboard = _init_ray(address)
-    console.print(f"sweep [bold]{s.name}[/bold] -> {sweep_dir}   Ray dashboard: {dashboard or 'off'}")
+    console.print(f"sweep [bold]{s.name}[/bold] -> {sweep_dir}   Ray dashboard: {dashboard or 'off'}", soft_wrap=True)
     with SweepView(s, console, live=not quiet and console.is_terminal) as view:
-        controller = Controller(s, sweep_dir, on_event=view.update, log=view.log)
+        controller = Controller(s, sweep_dir, on_event=view.update, log=view.log, cpu_fallback=address is None)
         rec = controller.resume() if resume else controller.run()
     paths = write_report(sweep_dir)
     if rec is None:
         raise UserError(f"no trial completed; see `mixsweep status {sweep_dir}` for the reasons")
     console.print(recommendation_table(rec.to_json(), s.objective.kind))
-    console.print(f"report: {paths['objective_plot']}  recommendation: {paths.get('recommendation')}")
+    console.print(f"report: {paths['objective_plot']}  recommendation: {paths.get('recommendation')}", soft_wrap=True)
+
+
+@app.command()
+def submit(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
+           address: str = typer.Option(..., "--address", help="The cluster's dashboard, e.g. http://HEAD:8265."),
+           dir: str = typer.Option(..., "--dir", help="Absolute path or URI of the sweep directory, writable by the head."),
+           package: bool = typer.Option(False, "--package", help="Ship this package's code with the job (for images without mixsweep)."),
+           resume: bool = typer.Option(False, "--resume", help="Continue the sweep in --dir instead of starting one."),
+           follow: bool = typer.Option(False, "--follow", help="Stream the controller's output until the job ends.")) -> None:
+    """Submit the sweep as a Ray Job; prints the job id and the dashboard URL, and returns."""
+    from orchestrator.submit import follow_logs, submit as submit_job
+
+    s = load_spec(spec)
+    job_id, url = submit_job(s, spec, address, dir, package=package, resume=resume)
+    console.print(f"submitted job {job_id}\ndashboard: {url}\nstatus:    mixsweep status {dir}\nlogs:      mixsweep logs {job_id} --address {address}",
+                  highlight=False, soft_wrap=True)
+    if follow:
+        console.print(f"job {job_id}: {follow_logs(address, job_id, lambda t: print(t, end=''))}")
+
+
+@app.command()
+def logs(job_id: str = typer.Argument(..., help="Job id printed by `mixsweep submit`."),
+         address: str = typer.Option(..., "--address", help="The cluster's dashboard, e.g. http://HEAD:8265.")) -> None:
+    """Stream a submitted sweep's controller output (through the Jobs API) until the job ends."""
+    from orchestrator.submit import follow_logs
+
+    status = follow_logs(address, job_id, lambda t: print(t, end="", flush=True))
+    console.print(f"job {job_id}: {status}")
 
 
 @app.command()
@@ -167,9 +197,9 @@ def _init_ray(address: str | None) -> str | None:
     """Join the given cluster, else start an embedded local Ray; returns the dashboard URL."""
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS")
+    # The embedded dashboard listens on 127.0.0.1 only; Ray's token authentication stays on.
     ctx = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                   include_dashboard=None if address else True)
+                   include_dashboard=None if address else True, **({} if address else {"dashboard_host": "127.0.0.1"}))
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url
 

@@ -67,8 +67,9 @@ class Controller:
     """Runs one sweep to its budget and returns the recommendation."""
 
     def __init__(self, spec: SweepSpec, sweep_dir: str | Path, on_event: Callable[[dict, SweepState], None] | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, cpu_fallback: bool = True) -> None:
         self.spec, self.dir, self.log = spec, Path(sweep_dir), log
+        self.cpu_fallback = cpu_fallback
         self.on_event = on_event or (lambda record, state: None)
         self.domains = spec.domain_names
         self.objective = Objective.from_spec(spec.objective, self.domains)
@@ -142,7 +143,7 @@ class Controller:
     # -------------------------------------------------------------------------------------- loop
 
     def _drive(self, data_ref: Any, vocab: int, opening: str, extra: dict) -> Recommendation | None:
-        self.where = placement(self.spec.resources)
+        self.where = placement(self.spec.resources, self.cpu_fallback)
         if self.where.note:
             self.log(f"warning: {self.where.note}")
         self._data_ref, self._bound = data_ref, self._max_loss(vocab)

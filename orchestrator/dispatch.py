@@ -30,10 +30,14 @@ class Placement:
     note: str | None = None  # set when the spec's request had to be changed
 
 
-def placement(resources: ResourcesSpec) -> Placement:
-    """Honour `resources.gpus` on GPU clusters; fall back to CPU (and say so) where there are none."""
+def placement(resources: ResourcesSpec, cpu_fallback: bool = True) -> Placement:
+    """Honour `resources.gpus`; on a Ray without GPUs, fall back to CPU (and say so) when allowed.
+
+    The CLI allows the fallback only on the embedded local Ray: a cluster whose GPU group autoscales
+    from zero has no GPU yet, and must be asked for one rather than silently trained on CPU.
+    """
     gpus_in_cluster = ray.cluster_resources().get("GPU", 0.0)
-    if resources.gpus > 0 and gpus_in_cluster == 0:
+    if resources.gpus > 0 and gpus_in_cluster == 0 and cpu_fallback:
         return Placement(resources.cpus, 0.0, f"the cluster has no GPU: trials run on CPU instead of {resources.gpus:g} GPU each")
     return Placement(resources.cpus, resources.gpus)
 

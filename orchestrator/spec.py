@@ -123,7 +123,26 @@ class PythonTrainerSpec(_Strict):
         return v
 
 
-TrainerSpec = Annotated[Union[ProxyTrainerSpec, SyntheticTrainerSpec, PythonTrainerSpec], Field(discriminator="kind")]
+class CommandTrainerSpec(_Strict):
+    """A team's own training program, run once per trial; it prints JSON progress lines (workers/command.py)."""
+
+    kind: Literal["command"]
+    command: str = Field(..., description="Command template, split like a shell would; {mixture_path}, {seed} and {trial} are substituted.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the program (strings).")
+    cwd: str | None = Field(None, description="Working directory on the trial's node (default: the trial actor's).")
+    timeout_s: float | None = Field(None, gt=0, description="Kill the program and its children after this many seconds.")
+
+    @field_validator("command")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        from workers.command import check_template
+
+        check_template(v)  # raises ValueError naming the bad placeholder or quote
+        return v
+
+
+TrainerSpec = Annotated[Union[ProxyTrainerSpec, SyntheticTrainerSpec, PythonTrainerSpec, CommandTrainerSpec],
+                        Field(discriminator="kind")]
 
 
 class ObjectiveSpec(_Strict):
@@ -212,6 +231,14 @@ class SweepSpec(_Strict):
             return {"kind": "huggingface", "path": v}
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _sweep_name(cls, v: str) -> str:
+        # The name becomes a directory (runs/<name>) and a job id: no separators, no dot-dot.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v) or ".." in v:
+            raise ValueError(f"{v!r} must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return v
+
     @field_validator("domains")
     @classmethod
     def _domain_names(cls, v: dict[str, DomainSpec]) -> dict[str, DomainSpec]:
@@ -261,7 +288,7 @@ _FIXES = {
     "less_than": "lower it",
     "less_than_equal": "lower it",
     "literal_error": "use one of the listed values",
-    "union_tag_not_found": "add `kind:` (proxy, synthetic or python)",
+    "union_tag_not_found": "add `kind:` (proxy, synthetic, python or command)",
     "union_tag_invalid": "use one of the listed kinds",
     "finite_number": "give a finite number",
 }
@@ -275,7 +302,7 @@ def _first_error(err: ValidationError, prefix: str = "") -> str:
         return _one_line(msg)
     parts = [prefix] if prefix else []
     loc = list(e["loc"])
-    if len(loc) > 1 and loc[0] == "trainer" and loc[1] in ("proxy", "synthetic", "python"):
+    if len(loc) > 1 and loc[0] == "trainer" and loc[1] in ("proxy", "synthetic", "python", "command"):
         del loc[1]  # the discriminated union puts the trainer kind in the path; users never wrote it
     parts += [str(p) for p in loc]
     if e["type"] == "extra_forbidden":

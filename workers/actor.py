@@ -29,6 +29,10 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
         from workers.backends import run_python
 
         return run_python(mixture, trainer["callable"], seed, report)
+    if trainer["kind"] == "command":
+        from workers.command import run_command
+
+        return run_command(mixture, trainer, seed, report, trial_dir=payload.get("trial_dir"), trial=payload["trial"])
     from workers.train import TrainConfig, train_proxy
 
     import torch

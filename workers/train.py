@@ -118,7 +118,7 @@ class Checkpointer:
         """(first step to run, last losses, last stderr); step 0 when there is no checkpoint."""
         if self.path is None or not self.path.exists():
             return 0, {}, {}
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = torch.load(self.path, map_location="cpu", weights_only=True)  # never unpickle from a sweep dir
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         return state["step"], state["losses"], state["stderr"]

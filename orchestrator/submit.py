@@ -1,0 +1,81 @@
+"""Run a sweep as a Ray Job on a cluster: submit, follow its logs.
+
+The job's entrypoint is the same controller `mixsweep run` uses, started on the head by the Jobs API
+with a runtime_env that carries the spec (and, with `package=True`, this package's code for clusters
+whose image does not have it). Ray's token authentication applies: the Jobs client reads the token
+from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token like every Ray client (docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+
+import orchestrator
+import workers
+from orchestrator.mixture import config_hash
+from orchestrator.spec import SweepSpec
+
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+class SubmitError(ValueError):
+    """A submission that cannot work, as one line."""
+
+
+def job_entrypoint(sweep_dir: str, resume: bool) -> str:
+    # `python -m` rather than the `mixsweep` script: it also works when the code comes via py_modules.
+    if resume:
+        return f"python -m orchestrator.cli resume {shlex.quote(sweep_dir)} --quiet"
+    return f"python -m orchestrator.cli run spec.yaml --dir {shlex.quote(sweep_dir)} --quiet"
+
+
+def submit(spec: SweepSpec, spec_path: Path, address: str, sweep_dir: str, package: bool = False,
+           resume: bool = False) -> tuple[str, str]:
+    """Submit the sweep; returns (job id, dashboard URL). The sweep directory must be a path or URI
+    that the head node can write to: relative paths would land in the job's temporary working dir."""
+    from ray.job_submission import JobSubmissionClient
+
+    if not (sweep_dir.startswith("/") or _URI.match(sweep_dir)):
+        raise SubmitError(f"--dir {sweep_dir!r} must be an absolute path or URI that the head node can write to")
+    staging = Path(tempfile.mkdtemp(prefix="mixsweep-submit-"))
+    try:
+        shutil.copy(spec_path, staging / "spec.yaml")
+        runtime_env: dict = {"working_dir": str(staging)}
+        if package:
+            runtime_env["py_modules"] = [str(Path(orchestrator.__file__).parent), str(Path(workers.__file__).parent)]
+        client = JobSubmissionClient(address)
+        job_id = client.submit_job(
+            entrypoint=job_entrypoint(sweep_dir, resume),
+            runtime_env=runtime_env,
+            submission_id=f"mixsweep-{spec.name}-{config_hash(spec.digest(), sweep_dir, _now())}",
+            metadata={"sweep": spec.name, "dir": sweep_dir, "spec_digest": spec.digest()},
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return job_id, address.rstrip("/") + f"/#/jobs/{job_id}"
+
+
+def follow_logs(address: str, job_id: str, write) -> str:
+    """Stream the job's output to `write` until it ends; returns the final job status."""
+    import asyncio
+
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            write(chunk)
+
+    asyncio.run(tail())
+    return str(client.get_job_status(job_id))
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
