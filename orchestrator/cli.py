@@ -19,6 +19,7 @@ from rich.table import Table
 
 from orchestrator.journal import JournalError, replay
 from orchestrator.spec import SpecError, load_spec
+from orchestrator.storage import SweepStore
 from orchestrator.sweepdir import JOURNAL
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -65,20 +66,20 @@ def run(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
         quiet: bool = typer.Option(False, "--quiet", help="No live table; one line per finished trial.")) -> None:
     """Run a sweep to its budget and print the recommended mixture."""
     s = load_spec(spec)
-    sweep_dir = Path(dir or s.sweep_dir())
-    if (sweep_dir / JOURNAL).exists():
+    sweep_dir = dir or s.sweep_dir()
+    if SweepStore(sweep_dir).exists(JOURNAL):
         raise UserError(f"sweep directory {sweep_dir} already holds a sweep; `mixsweep resume {sweep_dir}` continues it, or pass another --dir")
     _drive(s, sweep_dir, address, quiet, resume=False)
 
 
 @app.command()
-def resume(dir: Path = typer.Argument(..., help="Sweep directory of a stopped sweep."),
+def resume(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of a stopped sweep."),
            spec: Optional[Path] = typer.Option(None, "--spec", help="A changed spec (only a larger budget, concurrency, retries and timeouts may change)."),
            address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
            quiet: bool = typer.Option(False, "--quiet", help="No live table; one line per finished trial.")) -> None:
     """Continue a stopped sweep (crash, SIGKILL, lost head): finished trials are kept, never re-trained."""
-    _journal(dir)
-    s = load_spec(spec) if spec else frozen_spec(dir)
+    local = _local(dir)
+    s = load_spec(spec) if spec else frozen_spec(local)
     _drive(s, dir, address, quiet, resume=True)
 
 
@@ -93,7 +94,7 @@ def frozen_spec(dir: Path):
     return parse_spec({k: v for k, v in raw.items() if k not in ("mixsweep_version", "spec_digest")})
 
 
-def _drive(s, sweep_dir: Path, address: str | None, quiet: bool, resume: bool) -> None:
+def _drive(s, sweep_dir: str, address: str | None, quiet: bool, resume: bool) -> None:
     from orchestrator.controller import Controller
     from orchestrator.progress import SweepView
     from orchestrator.report import write_report
@@ -104,7 +105,8 @@ def _drive(s, sweep_dir: Path, address: str | None, quiet: bool, resume: bool) -
     with SweepView(s, console, live=not quiet and console.is_terminal) as view:
         controller = Controller(s, sweep_dir, on_event=view.update, log=view.log, cpu_fallback=address is None)
         rec = controller.resume() if resume else controller.run()
-    paths = write_report(sweep_dir)
+    paths = write_report(controller.dir)
+    controller.store.push(force=True)
     if rec is None:
         raise UserError(f"no trial completed; see `mixsweep status {sweep_dir}` for the reasons")
     console.print(recommendation_table(rec.to_json(), s.objective.kind))
@@ -140,10 +142,10 @@ def logs(job_id: str = typer.Argument(..., help="Job id printed by `mixsweep sub
 
 
 @app.command()
-def status(dir: Path = typer.Argument(..., help="Sweep directory."),
+def status(dir: str = typer.Argument(..., help="Sweep directory (path or URI)."),
            as_json: bool = typer.Option(False, "--json", help="Print the state as JSON.")) -> None:
     """What a sweep has done so far, read from its journal."""
-    state = replay(_journal(dir), warn := [])
+    state = replay(_local(dir) / JOURNAL, warn := [])
     for w in warn:
         err_console.print(f"warning: {w}")
     summary = state.summary()
@@ -162,12 +164,14 @@ def status(dir: Path = typer.Argument(..., help="Sweep directory."),
 
 
 @app.command()
-def report(dir: Path = typer.Argument(..., help="Sweep directory.")) -> None:
+def report(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")) -> None:
     """Write report/recommendation.json and report/objective.png from the sweep directory."""
     from orchestrator.report import write_report
+    from orchestrator.storage import SweepStore
 
-    _journal(dir)
-    paths = write_report(dir)
+    local = _local(dir)
+    paths = write_report(local)
+    SweepStore(dir).push(force=True)
     for name, p in paths.items():
         console.print(f"{name}: {p}")
 
@@ -186,11 +190,14 @@ def recommendation_table(rec: dict, objective_kind: str) -> Table:
     return t
 
 
-def _journal(dir: Path) -> Path:
-    p = Path(dir) / JOURNAL
-    if not p.exists():
+def _local(dir: str) -> Path:
+    """The sweep directory as a local path (pulled into the local mirror when it is a URI)."""
+    from orchestrator.storage import SweepStore
+
+    local = SweepStore(dir).pull()
+    if not (local / JOURNAL).exists():
         raise UserError(f"{dir} is not a sweep directory (no {JOURNAL}); pass the --dir a sweep ran in")
-    return p
+    return local
 
 
 def _init_ray(address: str | None) -> str | None:

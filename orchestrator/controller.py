@@ -43,6 +43,7 @@ from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
 from orchestrator.spec import SweepSpec
 from orchestrator.state import SweepState
+from orchestrator.storage import SweepStore
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, trial_dir, write_json_atomic
 from orchestrator.strategies import Recommendation, build_strategy
 from orchestrator.resume import check_resumable, retell
@@ -68,7 +69,8 @@ class Controller:
 
     def __init__(self, spec: SweepSpec, sweep_dir: str | Path, on_event: Callable[[dict, SweepState], None] | None = None,
                  log: Callable[[str], None] = print, cpu_fallback: bool = True) -> None:
-        self.spec, self.dir, self.log = spec, Path(sweep_dir), log
+        self.store = SweepStore(sweep_dir, spec.data.cache_dir)
+        self.spec, self.dir, self.log = spec, self.store.local, log
         self.cpu_fallback = cpu_fallback
         self.on_event = on_event or (lambda record, state: None)
         self.domains = spec.domain_names
@@ -113,8 +115,9 @@ class Controller:
 
     def run(self) -> Recommendation | None:
         """Start a new sweep in an empty directory and run it to its budget."""
-        if (self.dir / JOURNAL).exists():
-            raise SweepDirExists(f"sweep directory {self.dir} already holds a sweep; `mixsweep resume {self.dir}` continues it, or pass another --dir")
+        where = self.store.location
+        if self.store.exists(JOURNAL):
+            raise SweepDirExists(f"sweep directory {where} already holds a sweep; `mixsweep resume {where}` continues it, or pass another --dir")
         data_ref, vocab = self._prepare_data()  # data errors end here, before anything is written
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
@@ -126,8 +129,9 @@ class Controller:
 
     def resume(self) -> Recommendation | None:
         """Continue a stopped sweep: replay, re-tell, re-queue what was running, and go on."""
+        self.store.pull()
         if not (self.dir / JOURNAL).exists():
-            raise SweepDirExists(f"{self.dir} holds no sweep to resume (no {JOURNAL}); `mixsweep run` starts one")
+            raise SweepDirExists(f"{self.store.location} holds no sweep to resume (no {JOURNAL}); `mixsweep run` starts one")
         frozen = yaml.safe_load((self.dir / SPEC).read_text())
         changes = check_resumable(frozen, self.spec.model_dump(mode="json"))
         data_ref, vocab = self._prepare_data()
@@ -159,6 +163,7 @@ class Controller:
                 self._requeue_or_fail(t.id, "the controller stopped while it ran")
             while True:
                 self.lock.beat()
+                self.store.push()
                 self._fill()
                 if not self.running:
                     break
@@ -174,12 +179,16 @@ class Controller:
                 stop(r.actor)
             self.journal.close()
             self.lock.release()
+            self.store.push(force=True)
+            self.store.remove("controller.lock")
 
     def _record(self, event: str, **fields: Any) -> dict:
         record = self.journal.append(event, **fields)
         self.state.apply(record)
         self.metrics.update(record, self.state)
         self.on_event(record, self.state)
+        if event in ("trial_completed", "trial_failed", "sweep_finished"):
+            self.store.push(force=True)
         if self._kill_after and self._kill_after[0] == event:
             self._kill_after[1] -= 1
             if self._kill_after[1] == 0:
@@ -235,10 +244,12 @@ class Controller:
     def _start(self, tid: str, mixture: Mixture) -> None:
         tdir = trial_dir(self.dir, tid)
         tdir.mkdir(parents=True, exist_ok=True)
+        # Actors write checkpoints where every node can reach them: the sweep's own location.
+        shared = f"{self.store.location.rstrip('/')}/trials/{tid}" if self.store.remote else str(tdir.resolve())
         attempt = self.state.trials[tid].attempts + 1
         name = f"trial-{tid}" if attempt == 1 else f"trial-{tid}-{attempt}"
         self._record("trial_started", trial=tid, attempt=attempt, actor=name)
-        payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict(), "trial_dir": str(tdir.resolve())}
+        payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict(), "trial_dir": shared}
         actor, gen = launch(name, payload, self._data_ref, self.where)
         now = time.time()
         self.running[gen] = Running(tid, mixture, actor, now, now + (self._timeout_s or math.inf))

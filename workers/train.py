@@ -5,8 +5,8 @@ A plain function (no Ray): the actor wraps it, tests call it directly.
 
 from __future__ import annotations
 
+import io
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,26 +108,31 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
 
 
 class Checkpointer:
-    """Model + optimiser + step in `<dir>/checkpoint.pt`, written atomically (temp file, rename)."""
+    """Model + optimiser + step in `<dir>/checkpoint.pt`, written whole (a path or a pyarrow URI, so a
+    retry on another node finds it when the sweep directory is on shared storage)."""
 
     def __init__(self, directory: str | Path | None, every_tokens: int | None, tokens_per_step: int) -> None:
-        self.path = Path(directory) / "checkpoint.pt" if directory and every_tokens else None
+        self.location = f"{str(directory).rstrip('/')}/checkpoint.pt" if directory and every_tokens else None
         self.every = max(1, (every_tokens or 0) // tokens_per_step)
 
     def restore(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, dict, dict]:
         """(first step to run, last losses, last stderr); step 0 when there is no checkpoint."""
-        if self.path is None or not self.path.exists():
+        from orchestrator.storage import read_bytes
+
+        blob = read_bytes(self.location) if self.location else None
+        if blob is None:
             return 0, {}, {}
-        state = torch.load(self.path, map_location="cpu", weights_only=True)  # never unpickle from a sweep dir
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)  # never unpickle from a sweep dir
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         return state["step"], state["losses"], state["stderr"]
 
     def maybe_save(self, step: int, model, opt, losses: dict, stderr: dict) -> None:
-        if self.path is None or step % self.every:
+        from orchestrator.storage import write_bytes
+
+        if self.location is None or step % self.every:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        buf = io.BytesIO()
         torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "losses": losses, "stderr": stderr}, tmp)
-        os.replace(tmp, self.path)
+                    "losses": losses, "stderr": stderr}, buf)
+        write_bytes(self.location, buf.getvalue())
