@@ -48,3 +48,24 @@ def text_domains(tmp_path_factory) -> dict[str, Path]:
             (d / f"part{i}.txt").write_text("\n".join(make_text(rng, alphabet, 20, 80)))
         out[name] = d
     return out
+
+
+def run_cli(args: list[str], env: dict | None = None, timeout: float = 240):
+    """Run `mixsweep ARGS` in its own process group, and kill the whole group on a timeout.
+
+    subprocess.run(timeout=...) kills only the child and then waits for its pipes, which an embedded
+    Ray's processes keep open: a hung sweep would hang the test run instead of failing it.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"mixsweep {' '.join(args)} did not finish in {timeout} s:\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -12,7 +12,7 @@ import queue
 import threading
 from typing import Any, Iterator
 
-from orchestrator.trial import Progress, TrialResult
+from orchestrator.trial import TrialResult
 
 _DONE = object()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import run_cli
 from orchestrator.journal import read_events
 
 MIXSWEEP = [sys.executable, "-m", "orchestrator.cli"]
@@ -89,14 +90,14 @@ def test_every_trial_runs_exactly_once_after_resume(tmp_path, point):
     kept = {e["trial"]: (sweep / "trials" / e["trial"] / "result.json").read_bytes() for e in _completed(before)}
     running = {e["trial"] for e in before if e["event"] == "trial_started"} - set(kept)
 
-    out = subprocess.run(MIXSWEEP + ["resume", str(sweep), "--quiet"], env=_env(), capture_output=True, text=True, timeout=180)
+    out = run_cli(["resume", str(sweep), "--quiet"], env=_env())
     assert out.returncode == 0, out.stderr[-3000:]
     after = _events(sweep)
     completed = [e["trial"] for e in _completed(after)]
     assert len(completed) == len(set(completed)), "a trial was trained twice"
     for tid, blob in kept.items():
         assert (sweep / "trials" / tid / "result.json").read_bytes() == blob
-    status = json.loads(subprocess.run(MIXSWEEP + ["status", str(sweep), "--json"], capture_output=True, text=True).stdout)
+    status = json.loads(run_cli(["status", str(sweep), "--json"]).stdout)
     ids = [t["id"] for t in status["trials"]]
     assert len(ids) == len(set(ids)) == BUDGET and status["completed"] == BUDGET and status["resumes"] == 1
     for t in status["trials"]:
@@ -112,13 +113,12 @@ def test_resume_refuses_a_changed_spec_and_accepts_a_larger_budget(tmp_path):
     changed["seed"] = 7
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(changed))
-    out = subprocess.run(MIXSWEEP + ["resume", str(sweep), "--spec", str(bad)], env=_env(), capture_output=True, text=True)
+    out = run_cli(["resume", str(sweep), "--spec", str(bad)], env=_env())
     assert out.returncode == 2 and "seed (0 -> 7)" in out.stderr and "Traceback" not in out.stderr
     changed["seed"], changed["budget"]["trials"] = 0, BUDGET + 2
     more = tmp_path / "more.yaml"
     more.write_text(yaml.safe_dump(changed))
-    out = subprocess.run(MIXSWEEP + ["resume", str(sweep), "--spec", str(more), "--quiet"], env=_env(),
-                         capture_output=True, text=True, timeout=180)
+    out = run_cli(["resume", str(sweep), "--spec", str(more), "--quiet"], env=_env())
     assert out.returncode == 0, out.stderr[-3000:]
     resumed = [e for e in _events(sweep) if e["event"] == "sweep_resumed"]
     assert resumed[0]["changes"] == {"budget.trials": [BUDGET, BUDGET + 2]}

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
 
+from conftest import run_cli
 from orchestrator.storage import SweepStore, read_bytes, write_bytes
-
-MIXSWEEP = [sys.executable, "-m", "orchestrator.cli"]
-
 
 def test_push_sends_only_what_changed_and_pull_restores_it(tmp_path):
     uri = f"file://{tmp_path / 'bucket' / 'sweep'}"
@@ -49,17 +45,16 @@ def test_a_sweep_on_a_uri_resumes_on_another_head(tmp_path):
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     uri = f"file://{tmp_path / 'bucket' / 'remote'}"
     env = {"MIXSWEEP_FAULT_KILL_AFTER": "trial_completed:2", "PATH": "/usr/bin:/bin"}
-    crashed = subprocess.run(MIXSWEEP + ["run", str(tmp_path / "spec.yaml"), "--dir", uri, "--quiet"], env=env,
-                             capture_output=True, text=True, timeout=180, start_new_session=True)
+    crashed = run_cli(["run", str(tmp_path / "spec.yaml"), "--dir", uri, "--quiet"], env=env)
     assert crashed.returncode == -9
     bucket = tmp_path / "bucket" / "remote"
     kept = {p.parent.name: p.read_bytes() for p in bucket.glob("trials/*/result.json")}
     assert len(kept) == 2, "both finished trials reached the URI before the crash"
     shutil.rmtree(tmp_path / "head-1-cache")  # the first head is gone, with its local mirror
-    out = subprocess.run(MIXSWEEP + ["resume", uri, "--quiet"], capture_output=True, text=True, timeout=180)
+    out = run_cli(["resume", uri, "--quiet"])
     assert out.returncode == 0, out.stderr[-3000:]
     for tid, blob in kept.items():
         assert (bucket / "trials" / tid / "result.json").read_bytes() == blob
-    status = json.loads(subprocess.run(MIXSWEEP + ["status", uri, "--json"], capture_output=True, text=True).stdout)
+    status = json.loads(run_cli(["status", uri, "--json"]).stdout)
     assert status["completed"] == 5 and status["finished"] and len({t["id"] for t in status["trials"]}) == 5
     assert not (bucket / "controller.lock").exists()

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from orchestrator.controller import Controller
 from orchestrator.journal import read_events, replay
 from orchestrator.spec import parse_spec
 from orchestrator.trial import TrialStatus
 
-MIXSWEEP = [sys.executable, "-m", "orchestrator.cli"]
-
-
 def _status_json(sweep_dir: Path) -> dict:
-    out = subprocess.run(MIXSWEEP + ["status", str(sweep_dir), "--json"], capture_output=True, text=True, check=True)
+    out = run_cli(["status", str(sweep_dir), "--json"])
+    assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
@@ -136,14 +133,13 @@ def test_the_same_mixture_is_trained_once(ray_session, tmp_path):
 @pytest.mark.slow
 def test_cli_run_prints_the_recommendation(tmp_path):
     spec = Path(__file__).parents[2] / "examples" / "synthetic.yaml"
-    out = subprocess.run(MIXSWEEP + ["run", str(spec), "--dir", str(tmp_path / "s"), "--quiet"],
-                         capture_output=True, text=True, timeout=300)
+    out = run_cli(["run", str(spec), "--dir", str(tmp_path / "s"), "--quiet"])
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Recommended mixture" in out.stdout and "objective (mean)" in out.stdout
     status = _status_json(tmp_path / "s")
     assert status["completed"] + status["failed"] == status["budget"] == 12
     assert (tmp_path / "s" / "report" / "objective.png").stat().st_size > 10_000
-    again = subprocess.run(MIXSWEEP + ["run", str(spec), "--dir", str(tmp_path / "s")], capture_output=True, text=True)
+    again = run_cli(["run", str(spec), "--dir", str(tmp_path / "s")])
     assert again.returncode == 2 and again.stderr.strip().startswith("error:") and "Traceback" not in again.stderr
 
 
