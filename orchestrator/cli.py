@@ -205,7 +205,9 @@ def _init_ray(address: str | None) -> str | None:
     import ray
 
     # The embedded dashboard listens on 127.0.0.1 only; Ray's token authentication stays on.
-    ctx = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+    # address="local" always starts a new Ray: a plain ray.init() would join any cluster a stray
+    # `ray start` left on this machine (and die with it).
+    ctx = ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False,
                    include_dashboard=None if address else True, **({} if address else {"dashboard_host": "127.0.0.1"}))
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url

@@ -41,12 +41,12 @@ from orchestrator.lock import SweepLock
 from orchestrator.metrics import SweepMetrics
 from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
-from orchestrator.spec import SweepSpec
+from orchestrator.spec import SpecError, SweepSpec
 from orchestrator.state import SweepState
 from orchestrator.storage import SweepStore
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, trial_dir, write_json_atomic
 from orchestrator.strategies import Recommendation, build_strategy
-from orchestrator.resume import check_resumable, retell
+from orchestrator.resume import check_resumable, retell, tell_artifacts
 from orchestrator.trial import Placement, TrialResult, TrialStatus, message_from_json, trial_id
 from workers.model import preset_json
 
@@ -78,6 +78,9 @@ class Controller:
         self.strategy = build_strategy(spec.strategy.kind, spec.strategy.options, self.domains, self.objective, spec.seed)
         self.state = SweepState()
         self.running: dict[Any, Running] = {}
+        if getattr(self.strategy, "needs_token_logprobs", False) and spec.trainer.kind != "proxy":
+            raise SpecError(f"`strategy.kind`: {spec.strategy.kind} needs per-token log-probabilities of domain experts, "
+                            "which only the proxy trainer writes; use `trainer: {kind: proxy}` or another strategy")
         self._trial_key = self._trial_config()
         self._timeout_s = attempt_timeout_s(spec)
         self._kill_after = _fault_hook()
@@ -249,7 +252,8 @@ class Controller:
         attempt = self.state.trials[tid].attempts + 1
         name = f"trial-{tid}" if attempt == 1 else f"trial-{tid}-{attempt}"
         self._record("trial_started", trial=tid, attempt=attempt, actor=name)
-        payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict(), "trial_dir": shared}
+        payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict(), "trial_dir": shared,
+                   "token_logprobs": getattr(self.strategy, "wants_token_logprobs", lambda m: False)(mixture)}
         actor, gen = launch(name, payload, self._data_ref, self.where)
         now = time.time()
         self.running[gen] = Running(tid, mixture, actor, now, now + (self._timeout_s or math.inf))
@@ -306,9 +310,11 @@ class Controller:
         body = {"trial": run.trial, "mixture": run.mixture.as_dict(), **result.to_json()}
         body.pop("kind")
         write_json_atomic(trial_dir(self.dir, run.trial) / "result.json", body)
+        artifacts = {k: result.info[k] for k in ("token_logprobs",) if k in result.info}
         self._record("trial_completed", trial=run.trial, losses=result.losses, loss_stderr=result.loss_stderr,
                      objective=self.objective(result.losses), tokens=result.tokens, steps=result.steps,
-                     wall_s=round(time.time() - run.started, 3))
+                     wall_s=round(time.time() - run.started, 3), **({"artifacts": artifacts} if artifacts else {}))
+        tell_artifacts(self.strategy, run.mixture, artifacts)
         self.strategy.tell(run.mixture, result.losses, result.loss_stderr)
         self._save_strategy()
 

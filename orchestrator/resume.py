@@ -67,6 +67,8 @@ def retell(strategy: Strategy, events: Iterable[dict[str, Any]], state: SweepSta
             continue
         t = state.trials[e["trial"]]
         mixture = Mixture.from_dict(t.mixture, domains)
+        if kind == "trial_completed":
+            tell_artifacts(strategy, mixture, e.get("artifacts") or {})
         if kind == "trial_completed" or (kind == "trial_reused" and t.losses is not None):
             strategy.tell(mixture, t.losses, t.loss_stderr)
         else:
@@ -74,3 +76,12 @@ def retell(strategy: Strategy, events: Iterable[dict[str, Any]], state: SweepSta
     if hasattr(strategy, "asked"):
         # Sequence strategies (Sobol) continue where they were, rather than re-proposing old points.
         strategy.asked = len(state.trials) + state.reused
+
+
+def tell_artifacts(strategy: Strategy, mixture: Mixture, artifacts: dict[str, str]) -> None:
+    """Hand a trial's arrays (expert log-probabilities) to a strategy that asked for them."""
+    location = artifacts.get("token_logprobs")
+    if location and hasattr(strategy, "tell_expert"):
+        from orchestrator.storage import read_arrays
+
+        strategy.tell_expert(mixture, read_arrays(location), source=location)

@@ -128,3 +128,27 @@ def write_bytes(location: str, data: bytes) -> None:
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with filesystem.open_output_stream(path) as out:  # object stores make a whole object visible at close
         out.write(data)
+
+
+def write_arrays(location: str, arrays: dict) -> None:
+    """Named numpy arrays as one compressed .npz at a path or URI."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(location, buf.getvalue())
+
+
+def read_arrays(location: str) -> dict:
+    """The arrays of an .npz at a path or URI; plain arrays only, nothing is unpickled."""
+    import io
+
+    import numpy as np
+
+    blob = read_bytes(location)
+    if blob is None:
+        raise FileNotFoundError(location)
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

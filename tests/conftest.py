@@ -18,7 +18,7 @@ def ray_session():
 
     # PYTHONPATH lets trial actors import the test trainers in tests/integration/trainers.py.
     path = os.pathsep.join(filter(None, [str(TESTS / "integration"), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()

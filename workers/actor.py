@@ -41,8 +41,9 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
     config = TrainConfig(**payload["train_config"])
     train = {d: t["train"] for d, t in data.items()}
     val = {d: t["val"] for d, t in data.items()}
+    logprobs_to = f"{payload['trial_dir']}/token_logprobs.npz" if payload.get("token_logprobs") else None
     return train_proxy(config, mixture, train, val, int(payload["vocab_size"]), report, device=payload.get("device"),
-                       checkpoint_dir=payload.get("trial_dir"))
+                       checkpoint_dir=payload.get("trial_dir"), token_logprobs_to=logprobs_to)
 
 
 class TrialActor:

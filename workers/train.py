@@ -58,7 +58,8 @@ def lr_at(step: int, n_steps: int, peak: float, warmup_fraction: float) -> float
 def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mapping[str, np.ndarray],
                 val: Mapping[str, np.ndarray], vocab_size: int,
                 on_eval: Callable[[Progress], None] = lambda p: None,
-                device: str | torch.device | None = None, checkpoint_dir: str | Path | None = None) -> TrialResult:
+                device: str | torch.device | None = None, checkpoint_dir: str | Path | None = None,
+                token_logprobs_to: str | None = None) -> TrialResult:
     """Train a fresh proxy on `mixture` for `config.tokens` tokens; evaluate every domain periodically.
 
     Args:
@@ -68,6 +69,8 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
         checkpoint_dir: where `checkpoint.pt` is written every `config.checkpoint_every_tokens`; if one
             is there already, training resumes from it and ends with the same losses as an
             uninterrupted run (batches depend only on (seed, step); see MixtureSampler.batch).
+        token_logprobs_to: path or URI; when set (expert trials of MDE / MixMin), the final model's
+            per-token log-probabilities on every validation set are written there as .npz.
     Returns the final evaluation as a TrialResult (losses in nats/token).
     """
     t0 = time.perf_counter()
@@ -102,9 +105,15 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
                 raise FloatingPointError(f"diverged: non-finite validation loss at step {done} ({losses})")
             on_eval(Progress(step=done, tokens=done * tokens_per_step, losses=losses, elapsed_s=time.perf_counter() - t0))
         ckpt.maybe_save(done, model, opt, losses, stderr)
+    info = {"device": str(device), "sequences_per_domain": sampler.counts, "resumed_from_step": start}
+    if token_logprobs_to:
+        from orchestrator.storage import write_arrays
+        from workers.experts import token_logprobs
+
+        write_arrays(token_logprobs_to, token_logprobs(model, val, seq_len, batch_size, device, amp))
+        info["token_logprobs"] = token_logprobs_to
     return TrialResult(losses=losses, loss_stderr=stderr, tokens=sampler.tokens, steps=sampler.n_steps,
-                       wall_s=time.perf_counter() - t0,
-                       info={"device": str(device), "sequences_per_domain": sampler.counts, "resumed_from_step": start})
+                       wall_s=time.perf_counter() - t0, info=info)
 
 
 class Checkpointer:

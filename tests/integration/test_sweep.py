@@ -157,3 +157,26 @@ def test_gpu_request_falls_back_to_cpu_where_the_cluster_has_none(ray_session, t
     started = next(read_events(tmp_path / "sweep" / "journal.jsonl"))
     assert started["placement"] == {"num_cpus": 1.0, "num_gpus": 0.0}
     assert all(t.placement["gpus"] == [] for t in state.trials.values())
+
+
+@pytest.mark.slow
+def test_mixmin_sweep_trains_experts_and_uses_their_token_logprobs(ray_session, text_domains, tmp_path):
+    spec = parse_spec({
+        "name": "mixmin", "domains": {n: {"path": str(p)} for n, p in text_domains.items()},
+        "proxy": {"preset": "debug", "tokens_per_trial": 16_384, "eval_every_tokens": 16_384, "val_tokens_per_domain": 2048},
+        "strategy": {"kind": "mixmin"}, "budget": {"trials": 5, "concurrency": 2},
+        "data": {"cache_dir": str(tmp_path / "cache")},
+    })
+    rec = Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
+    events = list(read_events(tmp_path / "sweep" / "journal.jsonl"))
+    done = [e for e in events if e["event"] == "trial_completed"]
+    assert len(done) == 3  # two experts, then the MixMin optimum; nothing left to try
+    experts = [e for e in done if "artifacts" in e]
+    assert len(experts) == 2
+    from orchestrator.storage import read_arrays
+
+    for e in experts:
+        arrays = read_arrays(e["artifacts"]["token_logprobs"])
+        for domain, loss in e["losses"].items():  # the cached tokens reproduce the reported loss
+            assert -arrays[domain].mean() == pytest.approx(loss, rel=1e-4)
+    assert rec.source == "model" and 0.0 < min(rec.mixture.weights) and max(rec.mixture.weights) < 1.0

@@ -1,0 +1,235 @@
+"""Strategies built on domain experts: Mixture of Data Experts (MDE) and MixMin.
+
+Stage 1 of both trains one expert per domain: an ordinary trial at a vertex of the simplex that also
+writes its per-token log-probabilities on every validation set (workers/experts.py). For a mixture w,
+the token-level ensemble sum_i w_i p_i(x_t | x_<t) approximates the model trained on w, so
+
+    L_MDE_j(w) = -mean_t log( sum_i w_i p_i(x_t) )        over the tokens t of domain j's validation set
+
+is an estimate of domain j's loss under w that costs no training (Belenki et al. 2025, arXiv 2502.15950).
+It is convex in w (the negative log of a linear function), which MixMin (Thudi et al. 2025, arXiv
+2502.10510) minimises directly by exponentiated-gradient descent on the simplex.
+
+The ensemble arithmetic is a few lines of numpy on cached arrays; no library does it on caches.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from pydantic import Field
+from scipy.special import logsumexp
+
+from orchestrator.mixture import Mixture
+from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
+
+_FLOOR = 1e-12  # log(0) weights -> a vanishing ensemble share, without -inf arithmetic
+
+
+class ExpertEnsemble:
+    """Cached expert log-probabilities: expert domain i -> eval domain j -> [T_j] log p_i(x_t)."""
+
+    def __init__(self, domains: tuple[str, ...], experts: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        self.domains = domains
+        self.eval_domains = tuple(d for d in domains if all(d in experts[i] for i in domains))
+        # [m][k, T_j]: stacking experts per evaluated domain makes the ensemble one logsumexp.
+        self.logp = {j: np.stack([np.asarray(experts[i][j], dtype=np.float64) for i in domains]) for j in self.eval_domains}
+
+    def losses(self, W: np.ndarray, tokens: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """L_MDE [n, m] (nats/token) for mixtures W [n, k]; `tokens` picks token indices per domain."""
+        logw = np.log(np.maximum(np.atleast_2d(W), _FLOOR))  # [n, k]
+        out = []
+        for j in self.eval_domains:
+            lp = self.logp[j] if tokens is None else self.logp[j][:, tokens[j]]  # [k, T]
+            out.append(-logsumexp(logw[:, :, None] + lp[None], axis=1).mean(axis=1))
+        return np.stack(out, axis=1)
+
+    def gradient(self, w: np.ndarray, coef: np.ndarray, tokens: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """d/dw of sum_j coef_j L_MDE_j(w): -sum_j coef_j mean_t p_i(t) / sum_k w_k p_k(t), shape [k]."""
+        logw = np.log(np.maximum(w, _FLOOR))
+        g = np.zeros(len(w))
+        for c, j in zip(coef, self.eval_domains):
+            lp = self.logp[j] if tokens is None else self.logp[j][:, tokens[j]]
+            mix = logsumexp(logw[:, None] + lp, axis=0)  # [T]
+            g -= c * np.exp(lp - mix[None]).mean(axis=1)
+        return g
+
+
+class ExpertConfig(StrategyConfig):
+    seed_mixtures: int = Field(4, ge=0, description="MDE: real mixture runs (Sobol) before the regression proposes.")
+    candidates: int = Field(4000, ge=100, description="MDE: random mixtures scored per proposal.")
+    ridge: float = Field(1e-3, ge=0, description="MDE: ridge penalty of the per-domain regression.")
+    eta: float = Field(1.0, gt=0, description="MixMin: exponentiated-gradient step size.")
+    max_steps: int = Field(100, ge=1, description="MixMin: at most this many steps.")
+    tol: float = Field(1e-4, gt=0, description="MixMin: stop when max |gradient| is below this.")
+    holdout: float = Field(0.2, ge=0, lt=1, description="MixMin: share of validation tokens held out to report on.")
+
+
+class ExpertStrategy(Strategy):
+    """Stage 1 for MDE and MixMin: ask for the k vertices first, collect their log-probabilities."""
+
+    Config = ExpertConfig
+    needs_token_logprobs = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0
+        self.expert_logprobs: dict[str, dict[str, np.ndarray]] = {}
+        self.expert_sources: dict[str, str] = {}
+
+    def wants_token_logprobs(self, mixture: Mixture) -> bool:
+        return max(mixture.weights) >= 1.0 - 1e-9
+
+    def tell_expert(self, mixture: Mixture, logprobs: Mapping[str, np.ndarray], source: str = "") -> None:
+        domain = mixture.domains[int(np.argmax(mixture.weights))]
+        self.expert_logprobs[domain] = dict(logprobs)
+        self.expert_sources[domain] = source
+
+    def ensemble(self) -> ExpertEnsemble | None:
+        if set(self.expert_logprobs) != set(self.domains):
+            return None
+        return ExpertEnsemble(self.domains, self.expert_logprobs)
+
+    def coef(self, ens: ExpertEnsemble) -> np.ndarray:
+        return np.array([self.objective.coefficients.get(j, 0.0) for j in ens.eval_domains])
+
+    def ask_experts(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+        busy = {m.key() for m in pending} | {m.key() for m, _ in self.failures}
+        out = []
+        for i, d in enumerate(self.domains):
+            vertex = Mixture.from_array(self.domains, np.eye(len(self.domains))[i])
+            if d not in self.expert_logprobs and vertex.key() not in busy and len(out) < n:
+                out.append(vertex)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        # Arrays stay where the trials wrote them; the state names them (JSON only).
+        return {**super().state_dict(), "experts": dict(self.expert_sources)}
+
+
+class MixMin(ExpertStrategy):
+    """MixMin: the experts' ensemble loss is convex in w; minimise it by mirror descent, run it once."""
+
+    kind = "mixmin"
+
+    def solve(self, ens: ExpertEnsemble) -> tuple[np.ndarray, list[float], dict[str, np.ndarray]]:
+        """(w*, objective after each step on the fit tokens, held-out token indices per domain)."""
+        rng = np.random.default_rng(self.seed)
+        fit, held = {}, {}
+        for j in ens.eval_domains:
+            idx = rng.permutation(ens.logp[j].shape[1])
+            cut = int(len(idx) * (1 - self.config.holdout))
+            fit[j], held[j] = idx[:cut], (idx[cut:] if cut < len(idx) else idx)
+        coef = self.coef(ens)
+        w = np.full(len(self.domains), 1.0 / len(self.domains))
+        trace = [float(ens.losses(w, fit)[0] @ coef)]
+        eta = self.config.eta
+        for _ in range(self.config.max_steps):
+            g = ens.gradient(w, coef, fit)
+            if np.max(np.abs(g - g.mean())) < self.config.tol:  # the simplex ignores a constant shift
+                break
+            for _halving in range(20):  # backtrack: every accepted step lowers the objective
+                step = w * np.exp(-eta * (g - g.min()))
+                step /= step.sum()
+                value = float(ens.losses(step, fit)[0] @ coef)
+                if value <= trace[-1]:
+                    break
+                eta /= 2
+            else:
+                break
+            w = step
+            trace.append(value)
+        return w, trace, held
+
+    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+        experts = self.ask_experts(n, pending)
+        ens = self.ensemble()
+        if experts or ens is None or self.asked:
+            return experts
+        self.asked = 1
+        return [Mixture.from_array(self.domains, self.solve(ens)[0])]
+
+    def recommend(self) -> Recommendation:
+        ens = self.ensemble()
+        if ens is None:
+            return super().recommend()
+        w, trace, held = self.solve(ens)
+        mixture = Mixture.from_array(self.domains, w)
+        predicted = dict(zip(ens.eval_domains, ens.losses(w, held)[0].tolist()))
+        notes = [f"ensemble of {len(self.domains)} experts; objective {trace[0]:.4f} (uniform) -> {trace[-1]:.4f} in {len(trace) - 1} steps"]
+        ran = [o for o in self.observations if o.mixture == mixture]
+        if ran:
+            notes.append("trained at this mixture: " + ", ".join(f"{d}={v:.4f}" for d, v in ran[0].losses.items()))
+        return Recommendation(mixture=mixture, predicted=predicted, predicted_std={}, objective=self.objective(predicted),
+                              objective_std=0.0, source="model", trials_used=len(self.observations), notes=notes)
+
+
+class MDE(ExpertStrategy):
+    """Mixture of Data Experts: per-domain ridge regression on (w, L_MDE(w)), fitted on real runs."""
+
+    kind = "mde"
+
+    def _features(self, ens: ExpertEnsemble, W: np.ndarray) -> np.ndarray:
+        return np.hstack([W, ens.losses(W), np.ones((len(W), 1))])
+
+    def _fit(self, ens: ExpertEnsemble) -> tuple[np.ndarray, np.ndarray] | None:
+        """Ridge coefficients [p, m] and residual std [m] from the non-vertex runs; None if too few."""
+        runs = [o for o in self.observations if max(o.mixture.weights) < 1.0 - 1e-9]
+        if len(runs) < max(2, self.config.seed_mixtures):
+            return None
+        W = np.array([o.mixture.as_array() for o in runs])
+        Y = np.array([[o.losses[j] for j in ens.eval_domains] for o in runs])
+        X = self._features(ens, W)
+        beta = np.linalg.solve(X.T @ X + self.config.ridge * np.eye(X.shape[1]), X.T @ Y)
+        resid = Y - X @ beta
+        return beta, np.sqrt((resid**2).mean(axis=0) * len(runs) / max(1, len(runs) - 1))
+
+    def _predict(self, ens: ExpertEnsemble, W: np.ndarray) -> np.ndarray:
+        fit = self._fit(ens)
+        return ens.losses(W) if fit is None else self._features(ens, W) @ fit[0]
+
+    def _best(self, ens: ExpertEnsemble, n: int, avoid: list[np.ndarray]) -> list[np.ndarray]:
+        rng = np.random.default_rng((self.seed, len(self.observations), self.asked))
+        W = np.vstack([rng.dirichlet(np.ones(len(self.domains)), size=self.config.candidates),
+                       rng.dirichlet(np.full(len(self.domains), 0.3), size=self.config.candidates // 2)])
+        score = self._predict(ens, W) @ self.coef(ens)
+        picked: list[np.ndarray] = []
+        for i in np.argsort(score):
+            if all(np.abs(W[i] - a).sum() > 0.05 for a in avoid + picked):
+                picked.append(W[i])
+            if len(picked) == n:
+                break
+        return picked
+
+    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+        experts = self.ask_experts(n, pending)
+        ens = self.ensemble()
+        if experts or ens is None or n < 1:
+            return experts
+        runs = sum(max(o.mixture.weights) < 1.0 - 1e-9 for o in self.observations) + len(pending)
+        if runs < self.config.seed_mixtures:  # a few diverse real runs to fit the regression on
+            from botorch.utils.sampling import sample_simplex
+
+            pts = sample_simplex(len(self.domains), self.asked + n, qmc=True, seed=self.seed).double().numpy()
+            W = pts[self.asked:]
+        else:
+            avoid = [m.as_array() for m in pending] + [o.mixture.as_array() for o in self.observations]
+            W = self._best(ens, n, avoid)
+        self.asked += len(W)
+        return [Mixture.from_array(self.domains, w) for w in W]
+
+    def recommend(self) -> Recommendation:
+        ens = self.ensemble()
+        if ens is None:
+            return super().recommend()
+        w = self._best(ens, 1, [])[0]
+        fit = self._fit(ens)
+        pred = self._predict(ens, w[None])[0]
+        std = fit[1] if fit is not None else np.zeros(len(pred))
+        predicted = dict(zip(ens.eval_domains, pred.tolist()))
+        note = "regression on MDE features" if fit is not None else "MDE ensemble estimate only (no mixture runs yet)"
+        return Recommendation(mixture=Mixture.from_array(self.domains, w), predicted=predicted,
+                              predicted_std=dict(zip(ens.eval_domains, std.tolist())), objective=self.objective(predicted),
+                              objective_std=self.objective.std(dict(zip(ens.eval_domains, std.tolist()))), source="model",
+                              trials_used=len(self.observations), notes=[note])
