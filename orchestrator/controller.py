@@ -84,6 +84,7 @@ class Controller:
         self._trial_key = self._trial_config()
         self._timeout_s = attempt_timeout_s(spec)
         self._kill_after = _fault_hook()
+        self._strategy_saved = 0.0
 
     # ------------------------------------------------------------------------------------ setup
 
@@ -170,14 +171,20 @@ class Controller:
                 self._fill()
                 if not self.running:
                     break
-                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=1.0)
+                ready, rest = ray.wait(list(self.running), num_returns=1, timeout=1.0)
+                if ready and rest:  # take everything already waiting, so one ask fills many slots
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                    ready += more
                 for gen in ready:
+                    if gen not in self.running:  # ended by an earlier message of this batch
+                        continue
                     self._advance(gen)
                 self._check_deadlines()
             rec = self._recommend()
             self._record("sweep_finished", completed=len(self.state.completed), reused=self.state.reused)
             return rec
         finally:
+            self._save_strategy(force=True)
             for r in self.running.values():
                 stop(r.actor)
             self.journal.close()
@@ -186,7 +193,9 @@ class Controller:
             self.store.remove("controller.lock")
 
     def _record(self, event: str, **fields: Any) -> dict:
-        record = self.journal.append(event, **fields)
+        # Progress and placement are not fsync'd (measured: 3.3 -> 0.57 ms per progress message);
+        # the next decision's fsync carries them, and resume never needs them.
+        record = self.journal.append(event, durable=event not in ("trial_progress", "trial_placed"), **fields)
         self.state.apply(record)
         self.metrics.update(record, self.state)
         self.on_event(record, self.state)
@@ -325,8 +334,11 @@ class Controller:
         self.strategy.tell_failed(run.mixture, reason)
         self._save_strategy()
 
-    def _save_strategy(self) -> None:
-        write_json_atomic(self.dir / STRATEGY, self.strategy.state_dict())
+    def _save_strategy(self, force: bool = False) -> None:
+        """strategy.json, at most every 5 s (resume re-tells from the journal; this is for people)."""
+        if force or time.time() - self._strategy_saved >= 5.0:
+            write_json_atomic(self.dir / STRATEGY, self.strategy.state_dict())
+            self._strategy_saved = time.time()
 
     def _recommend(self) -> Recommendation | None:
         if not self.state.completed:

@@ -54,14 +54,16 @@ class Journal:
         self._seq = sum(1 for _ in read_events(self.path)) if self.path.exists() else 0
         self._fh = open(self.path, "a", encoding="utf-8")
 
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one event durably and return it."""
+    def append(self, event: str, durable: bool = True, **fields: Any) -> dict[str, Any]:
+        """Write one event and return it. `durable` fsyncs it; without, it is flushed and reaches the
+        disk with the next durable event (for progress, which a resume never needs)."""
         if event not in EVENTS:
             raise ValueError(f"unknown journal event {event!r}")
         record = {"seq": self._seq, "time": round(time.time(), 3), "event": event, **fields}
         self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if durable:
+            os.fsync(self._fh.fileno())
         self._seq += 1
         return record
 
