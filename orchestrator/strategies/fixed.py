@@ -1,0 +1,76 @@
+"""Reference mixtures every sweep should be compared with (Aioli, 2411.05735): a given mixture
+(`fixed`, e.g. a published one) and the natural token mix (`token_prior`). Each proposes its one
+mixture once; the recommendation is then that run's observed losses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from orchestrator.mixture import Mixture
+from orchestrator.strategies.base import Strategy, StrategyConfig
+
+
+class _Once(Strategy):
+    """Proposes `mixture()` on the first ask, nothing after."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0
+
+    def mixture(self) -> Mixture:
+        raise NotImplementedError
+
+    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+        if self.asked or n < 1:
+            return []
+        mixture = self.mixture()
+        self.asked = 1
+        return [mixture]
+
+
+class FixedConfig(StrategyConfig):
+    weights: dict[str, float] = Field(..., description="The mixture: domain -> weight (renormalised to sum to 1).")
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("weights must be >= 0 with a positive sum")
+        return v
+
+
+class Fixed(_Once):
+    kind = "fixed"
+    Config = FixedConfig
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        weights = self.config.weights
+        missing, unknown = sorted(set(self.domains) - set(weights)), sorted(set(weights) - set(self.domains))
+        if missing or unknown:
+            raise ValueError(f"`strategy.options.weights`: {'no weight for ' + str(missing) if missing else 'unknown domains ' + str(unknown)}; "
+                             f"give exactly the domains {list(self.domains)}")
+
+    def mixture(self) -> Mixture:
+        return Mixture.from_dict(self.config.weights, self.domains)
+
+
+class TokenPriorConfig(StrategyConfig):
+    temperature: float = Field(1.0, gt=0, le=1, description="Weights = token share ** temperature, renormalised (RegMix uses 0.5).")
+
+
+class TokenPrior(_Once):
+    kind = "token_prior"
+    Config = TokenPriorConfig
+
+    def mixture(self) -> Mixture:
+        if self.domain_tokens is None:
+            raise ValueError("token_prior needs the tokens per domain, which the controller sets once the data is "
+                             "prepared; this trainer reads no data: use strategy `fixed` with `options.weights` instead")
+        shares = np.array([max(self.domain_tokens.get(d, 0), 0) for d in self.domains], dtype=float)
+        if shares.sum() <= 0:
+            raise ValueError("token_prior: every domain has 0 tokens; check the data paths")
+        w = (shares / shares.sum()) ** self.config.temperature
+        return Mixture.from_array(self.domains, w / w.sum())

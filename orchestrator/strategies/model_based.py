@@ -1,0 +1,212 @@
+"""What every surrogate-driven strategy shares: bounds, an initial design, the fitted surrogate, and a
+recommendation that minimises the surrogate's predicted objective.
+
+A model-based strategy runs in two phases. First `initial_trials` mixtures from a space-filling design
+(the uniform mixture, then scrambled Sobol points, all inside the bounds); once enough runs are back
+for its surrogate, each `ask` fits the surrogate to every observation (in the order told) and turns it
+into proposals (`propose`, per strategy). Randomness comes from a numpy Generator seeded by
+(seed, proposals made, results seen), so the same events give the same proposals, also after
+`load_state_dict`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from orchestrator.mixture import Mixture
+from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
+from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
+from orchestrator.surrogates.base import Surrogate, compose
+
+
+class BoundedConfig(StrategyConfig):
+    """Options shared by model-based strategies: where mixtures may go, and the initial design."""
+
+    min_weight: float = Field(0.0, ge=0.0, lt=0.5, description="Floor on every domain's weight.")
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Per-domain [lower, upper] weights, e.g. {code: [0.05, 0.3]}.")
+    initial_trials: int | None = Field(None, ge=1, description="Space-filling trials before the model takes over.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BoundedConfig":
+        for d, (lo, hi) in self.bounds.items():
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"`strategy.options.bounds.{d}`: need 0 <= lower <= upper <= 1, got [{lo}, {hi}]")
+        return self
+
+
+class ModelStrategy(Strategy):
+    """Base for surrogate strategies; subclasses give `make_surrogate`, `default_initial` and `propose`."""
+
+    Config = BoundedConfig
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = 0
+        self.bounds = Bounds.of(self.domains, self.config.min_weight, self.config.bounds)
+        self._fitted: tuple[int, Surrogate, tuple[str, ...]] | None = None
+
+    # -- what subclasses provide -------------------------------------------------------------------
+    @abc.abstractmethod
+    def make_surrogate(self) -> Surrogate:
+        """A fresh, unfitted surrogate."""
+
+    @abc.abstractmethod
+    def propose(self, n: int, pending: list[Mixture], rng: np.random.Generator) -> list[Mixture]:
+        """Up to n proposals from the fitted surrogate (`self.surrogate()`)."""
+
+    def default_initial(self) -> int:
+        return len(self.domains) + 1
+
+    # -- the shared machinery ----------------------------------------------------------------------
+    @property
+    def initial_trials(self) -> int:
+        return max(self.config.initial_trials or self.default_initial(), 1)
+
+    def min_runs(self) -> int:
+        """Finished runs the surrogate needs before it can propose."""
+        return self.make_surrogate().min_runs(len(self.domains))
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.asked, len(self.observations)])
+
+    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+        if n < 1:
+            return []
+        # Results told from elsewhere (a runs table, a resumed sweep) count towards the design.
+        if self.asked < self.initial_trials and len(self.observations) < self.initial_trials:
+            out = self.initial_design(min(n, self.initial_trials - self.asked))
+        elif len(self.observations) >= max(self.min_runs(), 1):
+            out = self.propose(n, pending, self.rng())
+        elif pending:
+            return []  # wait for the initial runs in flight
+        else:
+            out = self.initial_design(n)  # initial runs failed: keep filling space
+        self.asked += len(out)
+        return out
+
+    def initial_design(self, n: int) -> list[Mixture]:
+        """Points asked..asked+n of the design. The prefix is regenerated so the design does not
+        depend on how asks are batched."""
+        pts = self.initial_design_points(self.asked + n)[self.asked:]
+        return [Mixture.from_array(self.domains, w) for w in pts]
+
+    def initial_design_points(self, count: int) -> np.ndarray:
+        """The first `count` design points (count, k): the uniform mixture, then Sobol points, all
+        projected into the bounds."""
+        k = len(self.domains)
+        pts = np.vstack([np.full((1, k), 1.0 / k), sobol_simplex(max(count - 1, 1), k, seed=self.seed)])
+        return project(pts[:count], self.bounds)
+
+    def training_data(self) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """X (n, k) mixtures, Y (n, m) losses and the m loss domains every observation reports."""
+        reported = tuple(d for d in self.observations[0].losses if all(d in o.losses for o in self.observations))
+        loss_domains = self.modelled_domains(reported)
+        missing = sorted(set(self.objective.coefficients) - set(loss_domains))
+        if missing:
+            raise ValueError(f"the objective needs losses on {missing}, which not every run reports; "
+                             f"choose an objective over {list(loss_domains)}")
+        X = np.array([o.mixture.as_array() for o in self.observations])
+        Y = np.array([[o.losses[d] for d in loss_domains] for o in self.observations])
+        return X, Y, loss_domains
+
+    def modelled_domains(self, reported: tuple[str, ...]) -> tuple[str, ...]:
+        """The loss domains to model, of those every run reports (default: all)."""
+        return reported
+
+    def surrogate(self) -> tuple[Surrogate, tuple[str, ...]]:
+        """The surrogate fitted to all observations (refitted only when a result arrived)."""
+        if self._fitted is None or self._fitted[0] != len(self.observations):
+            X, Y, loss_domains = self.training_data()
+            self._fitted = (len(self.observations), self.make_surrogate().fit(X, Y), loss_domains)
+        return self._fitted[1], self._fitted[2]
+
+    def coefficients(self, loss_domains: tuple[str, ...]) -> np.ndarray:
+        """The objective's coefficients as a vector over `loss_domains`, (m,)."""
+        return np.array([self.objective.coefficients.get(d, 0.0) for d in loss_domains])
+
+    def predicted_objective(self, W: np.ndarray) -> np.ndarray:
+        """The surrogate's mean objective at mixtures W (n, k), (n,) nats/token."""
+        surrogate, loss_domains = self.surrogate()
+        mean, _ = surrogate.predict(W)
+        return mean @ self.coefficients(loss_domains)
+
+    def best_observed(self, count: int) -> np.ndarray:
+        """The `count` observed mixtures with the lowest objective, (count, k)."""
+        order = sorted(range(len(self.observations)), key=lambda i: self.objective(self.observations[i].losses))
+        return np.array([self.observations[i].mixture.as_array() for i in order[:count]])
+
+    def model_optimum(self, rng: np.random.Generator, polish: int = 3) -> np.ndarray:
+        """Minimiser (k,) of the predicted objective inside the bounds."""
+        w, _ = minimize_on_simplex(self.predicted_objective, self.bounds, rng, centres=self.best_observed(4), polish=polish)
+        return w
+
+    def recommend(self) -> Recommendation:
+        """The minimiser of the predicted objective, with predicted per-domain losses and std."""
+        if len(self.observations) < max(self.min_runs(), 1):
+            base = super().recommend()
+            return Recommendation(**{**base.__dict__, "notes": [f"{self.kind} needs {self.min_runs()} results to model; best observed"]})
+        w = self.model_optimum(np.random.default_rng([self.seed, len(self.observations), 7]))
+        surrogate, loss_domains = self.surrogate()
+        mean, std = surrogate.predict(w[None, :])
+        obj, obj_std = compose(mean, std, self.coefficients(loss_domains))
+        return Recommendation(
+            mixture=Mixture.from_array(self.domains, w),
+            predicted=dict(zip(loss_domains, map(float, mean[0]))),
+            predicted_std=dict(zip(loss_domains, map(float, std[0]))),
+            objective=float(obj[0]), objective_std=float(obj_std[0]), source="model",
+            trials_used=len(self.observations), notes=[f"surrogate: {surrogate.name}"])
+
+    def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """Predicted per-domain loss mean and std (n, m) at mixtures W (n, k), with the m domains."""
+        surrogate, loss_domains = self.surrogate()
+        mean, std = surrogate.predict(W)
+        return mean, std, loss_domains
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "asked": self.asked}
+
+
+class OptimumStrategy(ModelStrategy):
+    """Propose the surrogate's optimum, and explore with the other slots.
+
+    For surrogates without a useful uncertainty (fitted laws, trees) there is no acquisition function
+    to balance exploring and exploiting, so the balance is by slots: one proposal in flight at a time
+    is the minimiser of the predicted objective (made only when results arrived since the last one:
+    the same data gives the same point), and the other slots continue the space-filling design, which
+    is what improves such regressions (RegMix's lesson: more small runs).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.optimum_at = -1  # number of results the last optimum proposal was fitted on
+        self.optima: list[str] = []  # keys of the mixtures proposed as optima
+
+    def propose(self, n: int, pending: list[Mixture], rng: np.random.Generator) -> list[Mixture]:
+        out = []
+        in_flight = set(self.optima) & {m.key() for m in pending}
+        if not in_flight and self.optimum_at != len(self.observations):
+            self.optimum_at = len(self.observations)
+            out.append(Mixture.from_array(self.domains, self.model_optimum(rng)))
+            self.optima.append(out[0].key())
+        return out + self.explore(n - len(out), self.asked + len(out), rng)
+
+    def explore(self, n: int, first: int, rng: np.random.Generator) -> list[Mixture]:
+        """n exploratory mixtures; default: design points first..first+n (the proposal count so far
+        indexes the design, so no design point comes twice)."""
+        if n < 1:
+            return []
+        pts = self.initial_design_points(first + n)[first:first + n]
+        return [Mixture.from_array(self.domains, w) for w in pts]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "optimum_at": self.optimum_at, "optima": self.optima}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimum_at = state.get("optimum_at", -1)
+        self.optima = list(state.get("optima", []))

@@ -1,0 +1,58 @@
+"""The Surrogate interface: a model of every evaluated domain's loss as a function of the mixture.
+
+Shapes: X is (n, k) mixtures on the simplex (k training domains); Y is (n, m) validation losses in
+nats/token (m evaluated domains, which need not be the training domains). `predict` returns the
+mean and standard deviation of each domain's loss, both (n, m). An Objective then composes the
+domains (DESIGN.md section 3): modelling each domain and composing learns more from the same runs than
+regressing the composed number (docs/strategies.md has the measured difference).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+
+class Surrogate(abc.ABC):
+    """Fit per-domain losses; predict their mean and std at new mixtures."""
+
+    #: A short name for reports and errors.
+    name: str = "surrogate"
+
+    @abc.abstractmethod
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "Surrogate":
+        """Fit to X (n, k) mixtures and Y (n, m) losses (nats/token). Returns self."""
+
+    @abc.abstractmethod
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of each domain's loss at X (n, k): two (n, m) arrays, nats/token."""
+
+    @staticmethod
+    def min_runs(k: int) -> int:
+        """Fewest runs a fit is meaningful with, for k training domains."""
+        return 2
+
+    def info(self) -> dict[str, Any]:
+        """JSON facts about the fit (for notes and reports)."""
+        return {"surrogate": self.name}
+
+
+def compose(mean: np.ndarray, std: np.ndarray, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Objective mean and std from per-domain mean/std (n, m) and coefficients (m,).
+
+    The objective is linear in the losses; domain errors are treated as independent (the surrogates
+    model domains separately), so variances add with squared coefficients.
+    """
+    return mean @ coefficients, np.sqrt((std**2) @ (coefficients**2))
+
+
+def check_xy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate shapes and finiteness of training data; returns float64 copies."""
+    X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
+    if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
+        raise ValueError(f"need X (n, k) and Y (n, m) with the same n, got {X.shape} and {Y.shape}")
+    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+        raise ValueError("surrogates need finite mixtures and losses; drop runs with NaN/inf losses first")
+    return X, Y
