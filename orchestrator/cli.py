@@ -1,4 +1,4 @@
-"""`mixsweep`: run | resume | validate | status | report.
+"""`mixsweep`: run | resume | submit | logs | validate | status | report | recommend.
 
 User errors (spec, data, sweep directory, journal) print one line, `error: ...`, and exit 2 with no
 traceback; anything already computed stays on disk.
@@ -36,11 +36,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.controller import SweepDirExists
     from orchestrator.lock import SweepLocked
     from orchestrator.resume import SpecChanged
+    from orchestrator.runs import RunsTableError
     from orchestrator.submit import SubmitError
     from workers.corpus import CorpusError
     from workers.data import DataError
 
-    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError)
+    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError)
 
 
 @app.command()
@@ -174,6 +175,15 @@ def report(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
     SweepStore(dir).push(force=True)
     for name, p in paths.items():
         console.print(f"{name}: {p}")
+
+
+def _register_recommend() -> None:
+    from orchestrator.recommend import recommend_command
+
+    app.command("recommend", help="Fit a strategy to a runs table (CSV/Parquet) and recommend, propose or predict; trains nothing.")(recommend_command)
+
+
+_register_recommend()
 
 
 def recommendation_table(rec: dict, objective_kind: str) -> Table:
