@@ -23,6 +23,10 @@ from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfi
 from orchestrator.surrogates.base import Surrogate, compose
 
 
+# Standard deviations added to the predicted objective when choosing the recommendation.
+RECOMMEND_RISK = 1.0
+
+
 class BoundedConfig(StrategyConfig):
     """Options shared by model-based strategies: where mixtures may go, and the initial design."""
 
@@ -140,9 +144,17 @@ class ModelStrategy(Strategy):
         order = sorted(range(len(self.observations)), key=lambda i: self.objective(self.observations[i].losses))
         return np.array([self.observations[i].mixture.as_array() for i in order[:count]])
 
-    def model_optimum(self, rng: np.random.Generator, polish: int = 3) -> np.ndarray:
-        """Minimiser (k,) of the predicted objective inside the bounds."""
-        w, _ = minimize_on_simplex(self.predicted_objective, self.bounds, rng, centres=self.best_observed(4), polish=polish)
+    def predicted_upper(self, W: np.ndarray, risk: float) -> np.ndarray:
+        """Predicted objective + risk * its std at W (n, k): (n,), nats/token."""
+        surrogate, loss_domains = self.surrogate()
+        mean, std = compose(*surrogate.predict(W), self.coefficients(loss_domains))
+        return mean + risk * std
+
+    def model_optimum(self, rng: np.random.Generator, polish: int = 3, risk: float = 0.0) -> np.ndarray:
+        """Minimiser (k,) inside the bounds of the predicted objective plus `risk` standard deviations
+        (risk > 0 keeps a recommendation where the surrogate has seen data)."""
+        fun = self.predicted_objective if risk == 0 else (lambda W: self.predicted_upper(W, risk))
+        w, _ = minimize_on_simplex(fun, self.bounds, rng, centres=self.best_observed(4), polish=polish)
         return w
 
     def recommend(self) -> Recommendation:
@@ -150,7 +162,9 @@ class ModelStrategy(Strategy):
         if len(self.observations) < max(self.min_runs(), 1):
             base = super().recommend()
             return Recommendation(**{**base.__dict__, "notes": [f"{self.kind} needs {self.min_runs()} results to model; best observed"]})
-        w = self.model_optimum(np.random.default_rng([self.seed, len(self.observations), 7]))
+        # Recommend where the model is confident, not where its mean dips in an unexplored corner:
+        # the minimiser of mean + 1 std (an upper confidence bound on the objective).
+        w = self.model_optimum(np.random.default_rng([self.seed, len(self.observations), 7]), risk=RECOMMEND_RISK)
         surrogate, loss_domains = self.surrogate()
         mean, std = surrogate.predict(w[None, :])
         obj, obj_std = compose(mean, std, self.coefficients(loss_domains))

@@ -97,9 +97,9 @@ class RegMix(OptimumStrategy):
             return mean / mean.sum()
         return self.prior()
 
-    def model_optimum(self, rng: np.random.Generator, polish: int = 0) -> np.ndarray:
+    def model_optimum(self, rng: np.random.Generator, polish: int = 0, risk: float = 0.0) -> np.ndarray:
         """Mean of the top_k simulated mixtures by predicted objective (feasible: the bounded simplex
-        is convex)."""
+        is convex). Trees give no std, so `polish` and `risk` do not apply."""
         sims = self.swarm(self.config.simulations, rng, self.simulation_prior())
         order = np.argsort(self.predicted_objective(sims), kind="stable")
         return sims[order[: self.config.top_k]].mean(axis=0)

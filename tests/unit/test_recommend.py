@@ -1,0 +1,102 @@
+"""`mixsweep recommend` on a runs table: recommendation, proposals, and candidates scored in their order."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from scipy.stats import spearmanr
+from typer.testing import CliRunner
+
+from orchestrator.recommend import recommend_command
+from orchestrator.runs import RunsTableError, read_runs
+
+DOMAINS = ("web", "code", "math", "books")
+ALPHA, B = np.array([0.3, 0.5, 0.2, 0.4]), np.array([0.3, 0.5, 0.2, 0.6])
+
+
+def losses(W: np.ndarray) -> np.ndarray:
+    return 2.0 + B * (W + 0.02) ** (-ALPHA)
+
+
+def _table(tmp_path, n: int = 24, name: str = "runs.csv", seed: int = 0):
+    rng = np.random.default_rng(seed)
+    W = rng.dirichlet(np.ones(4), size=n)
+    L = losses(W) + rng.normal(0, 0.005, W.shape)
+    frame = pd.DataFrame({**{f"weight.{d}": W[:, i] for i, d in enumerate(DOMAINS)},
+                          **{f"loss.{d}": L[:, i] for i, d in enumerate(DOMAINS)}})
+    path = tmp_path / name
+    frame.to_csv(path, index=False) if name.endswith(".csv") else frame.to_parquet(path)
+    return path
+
+
+def run(runs, out, objective="mean", strategy="gp", propose=None, predict=None):
+    return recommend_command(runs=runs, out=out, objective=objective, strategy=strategy, propose=propose,
+                             predict=predict, seed=0)
+
+
+def test_recommendation_predicts_every_domain_and_beats_most_runs(tmp_path):
+    runs = _table(tmp_path, name="runs.parquet")
+    run(runs, tmp_path / "rec.json")
+    rec = json.loads((tmp_path / "rec.json").read_text())
+    w = np.array([rec["mixture"][d] for d in DOMAINS])
+    assert abs(w.sum() - 1) < 1e-5 and w.min() >= 0
+    assert set(rec["predicted_losses"]) == set(DOMAINS) and rec["source"] == "model" and rec["runs_used"] == 24
+    truth = losses(w).mean()
+    assert truth < np.quantile(losses(read_runs(runs).weights).mean(axis=1), 0.1)  # better than 90% of the runs
+    assert abs(rec["objective"] - truth) < 0.03
+
+
+def test_predict_writes_candidates_back_in_their_order(tmp_path):
+    runs = _table(tmp_path)
+    rng = np.random.default_rng(5)
+    W = rng.dirichlet(np.ones(4), size=30)
+    cands = pd.DataFrame({"id": rng.permutation(30), **{f"weight.{d}": W[:, i] for i, d in enumerate(reversed(DOMAINS))}})
+    cands.to_csv(tmp_path / "cands.csv", index=False)
+    run(runs, tmp_path / "scored.csv", objective="loss.code", predict=tmp_path / "cands.csv")
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    assert list(scored["id"]) == list(cands["id"])  # same rows, same order, other columns kept
+    truth = losses(W[:, ::-1])[:, DOMAINS.index("code")]  # the candidate columns were in reverse order
+    assert spearmanr(scored["predicted"], truth).statistic > 0.9
+    assert (scored["predicted_std"] > 0).all()
+
+
+def test_propose_writes_the_next_mixtures_to_run(tmp_path):
+    runs = _table(tmp_path)
+    run(runs, tmp_path / "next.csv", propose=3, strategy="mixing_law")
+    table = pd.read_csv(tmp_path / "next.csv")
+    W = table[[f"weight.{d}" for d in DOMAINS]].to_numpy()
+    assert W.shape == (3, 4) and np.allclose(W.sum(axis=1), 1, atol=1e-5)
+    assert len({tuple(r) for r in W.round(6)}) == 3
+    run(runs, tmp_path / "next.json", propose=2)
+    assert len(json.loads((tmp_path / "next.json").read_text())["proposals"]) == 2
+
+
+def test_bad_requests_are_one_line_errors(tmp_path):
+    runs = _table(tmp_path, n=5)
+    cases = [
+        (dict(strategy="mixing_law"), "needs at least 6"),
+        (dict(strategy="hyperband"), "unknown; use one of"),
+        (dict(objective="loss.poetry"), "'poetry', which has no loss column"),
+        (dict(strategy="sobol", predict=runs), "needs a strategy with a surrogate"),
+        (dict(strategy="fixed"), "--strategy fixed"),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(RunsTableError, match=words) as err:
+            run(runs, tmp_path / "x.json", **kwargs)
+        assert "\n" not in str(err.value)
+    pd.DataFrame({"weight.web": [1.0], "weight.code": [0.0]}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(RunsTableError, match=r"missing \['books', 'math'\]"):
+        run(_table(tmp_path, name="r2.csv"), tmp_path / "x.csv", predict=tmp_path / "c.csv")
+
+
+def test_command_registers_with_typer(tmp_path):
+    app = typer.Typer()
+    app.command("recommend")(recommend_command)
+    app.command("other")(lambda: None)
+    result = CliRunner().invoke(app, ["recommend", "--runs", str(_table(tmp_path)), "--out", str(tmp_path / "r.json"),
+                                      "--objective", "weighted:web=2,math=1", "--strategy", "bimix"])
+    assert result.exit_code == 0, result.output
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["objective_spec"] == "weighted:web=2,math=1" and rec["strategy"] == "bimix"
