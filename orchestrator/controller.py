@@ -85,6 +85,7 @@ class Controller:
         self._timeout_s = attempt_timeout_s(spec)
         self._kill_after = _fault_hook()
         self._strategy_saved = 0.0
+        self._retry_at: dict[str, float] = {}  # trial -> earliest restart time after a died/hung attempt
 
     # ------------------------------------------------------------------------------------ setup
 
@@ -170,7 +171,10 @@ class Controller:
                 self.store.push()
                 self._fill()
                 if not self.running:
-                    break
+                    if not self.state.by_status(TrialStatus.PROPOSED):
+                        break
+                    time.sleep(0.2)  # only retries waiting out their back-off
+                    continue
                 ready, rest = ray.wait(list(self.running), num_returns=1, timeout=1.0)
                 if ready and rest:  # take everything already waiting, so one ask fills many slots
                     more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
@@ -215,7 +219,9 @@ class Controller:
         free = self.spec.budget.concurrency - len(self.running)
         running_ids = {r.trial for r in self.running.values()}
         for t in self.state.by_status(TrialStatus.PROPOSED):
-            if free > 0 and t.id not in running_ids:
+            if t.id in running_ids or time.time() < self._retry_at.get(t.id, 0.0):
+                continue
+            if free > 0:
                 self._start(t.id, Mixture.from_dict(t.mixture, self.domains))
                 free -= 1
         n = min(free, self._budget_left())
@@ -304,6 +310,9 @@ class Controller:
         attempts = self.state.trials[tid].attempts
         if attempts < self.spec.budget.max_attempts:
             self._record("trial_requeued", trial=tid, attempt=attempts, reason=reason)
+            # Back off before restarting: a lost node is only marked dead after missed heartbeats,
+            # and a retry scheduled before that lands on it again.
+            self._retry_at[tid] = time.time() + min(30.0, 5.0 * attempts)
             return
         self._record("trial_failed", trial=tid, reason=f"{reason} (attempt {attempts} of {self.spec.budget.max_attempts})")
         self.strategy.tell_failed(Mixture.from_dict(self.state.trials[tid].mixture, self.domains), reason)

@@ -26,7 +26,7 @@ def main(out: Path) -> None:
     spec = parse_spec({
         "name": "node-loss", "domains": {d: {} for d in ("a", "b", "c")},
         "trainer": {"kind": "synthetic", "duration_s": 6.0, "progress_events": 12, "noise": 0.0},
-        "strategy": {"kind": "sobol"}, "budget": {"trials": BUDGET, "concurrency": 2, "max_attempts": 2},
+        "strategy": {"kind": "sobol"}, "budget": {"trials": BUDGET, "concurrency": 2, "max_attempts": 3},
         "resources": {"gpus": 1, "cpus": 1},
     })
     done = {}

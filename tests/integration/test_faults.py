@@ -56,8 +56,8 @@ def test_a_trial_on_a_lost_node_is_retried_on_another(tmp_path):
     report = json.loads((tmp_path / "scenario.json").read_text())
     state = replay(tmp_path / "sweep" / "journal.jsonl")
     victim = state.trials[report["victim_trial"]]
-    assert victim.status == TrialStatus.COMPLETED and victim.attempts == 2
-    assert victim.failed_attempts and victim.failed_attempts[0].startswith("actor died")
+    assert victim.status == TrialStatus.COMPLETED and victim.attempts >= 2
+    assert victim.failed_attempts and all(r.startswith("actor died") for r in victim.failed_attempts)
     assert victim.placement["node_id"] != report["removed_node"]
     assert victim.placement["gpus"], "the retried attempt holds a GPU"
     assert len(state.completed) == report["budget"]
