@@ -23,8 +23,8 @@ def test_sweep_metrics_are_exported(ray_session, tmp_path):
     })
     Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
     port = ray_session._private.worker.global_worker.node.metrics_export_port
-    deadline, found = time.time() + 40, {}
-    while time.time() < deadline and len(found) < 3:
+    deadline, found = time.time() + 60, {}  # Ray exports every ~10 s
+    while time.time() < deadline and not (found.get("mixsweep_trials_completed") == 3 and "mixsweep_best_objective" in found):
         for line in _scrape(port).splitlines():
             m = re.match(r'ray_(mixsweep_\w+)\{.*sweep="metrics".*\} (\S+)$', line)
             if m:

@@ -89,7 +89,7 @@ BAD_SPECS = [  # (id, edits to BASE, substrings the message must contain)
      ["`tokenizer`", "'/nonexistent/tokenizer.json' does not exist", "point `path`"]),
     ("tokenizer-hf-no-path", dict(tokenizer={"kind": "huggingface"}), ["`tokenizer`", "needs `path:`"]),
     ("tokenizer-bytes-path", dict(tokenizer={"kind": "bytes", "path": "t.json"}), ["`tokenizer`", "only for kind huggingface"]),
-    ("unknown-strategy", dict(strategy={"kind": "hyperband"}), ["`strategy`", "'hyperband'", "bayesopt, sobol, uniform"]),
+    ("unknown-strategy", dict(strategy={"kind": "hyperband"}), ["`strategy`", "'hyperband'", "use one of bayesopt,", "sobol", "uniform"]),
     ("bayesopt-initial-0", dict(strategy={"kind": "bayesopt", "options": {"initial_trials": 0}}),
      ["`strategy.options.initial_trials`", "raise it"]),
     ("bayesopt-unknown-option", dict(strategy={"kind": "bayesopt", "options": {"n_init": 3}}),
