@@ -171,8 +171,16 @@ class ObjectiveSpec(_Strict):
 class StrategySpec(_Strict):
     """What to try next. Options are checked by the strategy's own config model."""
 
-    kind: str = Field("bayesopt", description="bayesopt | sobol | uniform")
+    kind: str = Field("bayesopt", description="Strategy kind (docs/strategies.md).")
     options: dict[str, Any] = Field(default_factory=dict, description="Strategy-specific options.")
+    seed_runs: str | None = Field(None, description="A runs table (CSV/Parquet) of earlier runs told to the strategy before it proposes.")
+
+    @field_validator("seed_runs")
+    @classmethod
+    def _runs_exist(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"runs table {v!r} not found; give a CSV or Parquet file with weight.<domain> and loss.<domain> columns")
+        return v
 
     @model_validator(mode="after")
     def _known(self) -> "StrategySpec":

@@ -180,3 +180,26 @@ def test_mixmin_sweep_trains_experts_and_uses_their_token_logprobs(ray_session, 
         for domain, loss in e["losses"].items():  # the cached tokens reproduce the reported loss
             assert -arrays[domain].mean() == pytest.approx(loss, rel=1e-4)
     assert rec.source == "model" and 0.0 < min(rec.mixture.weights) and max(rec.mixture.weights) < 1.0
+
+
+def test_a_sweep_seeded_with_a_runs_table_starts_from_it(ray_session, tmp_path):
+    import numpy as np
+
+    from orchestrator.mixture import Mixture
+    from orchestrator.runs import runs_frame, write_frame
+    from workers.backends import default_optimum, synthetic_losses
+
+    domains = ("a", "b", "c")
+    rng = np.random.default_rng(0)
+    mixtures = [Mixture.from_array(domains, w) for w in rng.dirichlet(np.ones(3), size=6)]
+    optimum = default_optimum(list(domains))
+    write_frame(runs_frame(mixtures, [synthetic_losses(m.as_dict(), optimum) for m in mixtures]), tmp_path / "seed.csv")
+    spec = parse_spec({
+        "name": "seeded", "domains": {d: {} for d in domains},
+        "trainer": {"kind": "synthetic", "duration_s": 0.1, "progress_events": 1, "noise": 0.0},
+        "strategy": {"kind": "gp", "seed_runs": str(tmp_path / "seed.csv")}, "budget": {"trials": 2, "concurrency": 2},
+    })
+    controller = Controller(spec, tmp_path / "sweep", log=lambda m: None)
+    controller.run()
+    assert len(controller.strategy.observations) == 6 + 2  # seeds told, but only 2 trials spent
+    assert len(replay(tmp_path / "sweep" / "journal.jsonl").trials) == 2
