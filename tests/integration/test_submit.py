@@ -34,11 +34,19 @@ def ray_head(tmp_path_factory):
     bin_dir = str(Path(sys.executable).parent)  # job entrypoints run `python` from the head's PATH
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
     env.pop("RAY_ADDRESS", None)
-    cmd = [str(Path(bin_dir) / "ray"), "start", "--head", "--block", f"--port={_free_port()}", f"--dashboard-port={dash}",
+    gcs_port = _free_port()
+    cmd = [str(Path(bin_dir) / "ray"), "start", "--head", "--block", f"--port={gcs_port}", f"--dashboard-port={dash}",
            "--dashboard-host=127.0.0.1", f"--dashboard-agent-listen-port={_free_port()}",
            f"--dashboard-agent-grpc-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-           f"--runtime-env-agent-port={_free_port()}", "--num-cpus=3", f"--temp-dir={temp}"]
+           f"--runtime-env-agent-port={_free_port()}", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp}"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # A worker node that declares GPUs, as a separate Ray node: trials can only be placed there.
+    worker_cmd = [str(Path(bin_dir) / "ray"), "start", "--block", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=2",
+                  "--num-gpus=2", f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                  f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
+    time.sleep(5)
+    worker = subprocess.Popen(worker_cmd, env={**env, "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     client_env = {**env, "RAY_AUTH_MODE": "token"}  # the head keeps Ray's token auth on
     deadline = time.time() + 90
@@ -49,17 +57,20 @@ def ray_head(tmp_path_factory):
             break
         time.sleep(2)
     else:
-        os.killpg(proc.pid, signal.SIGKILL)
+        for p in (worker, proc):
+            os.killpg(p.pid, signal.SIGKILL)
         pytest.fail("the Ray head did not come up")
     yield address, client_env
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    for p in (worker, proc):
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
 
 
 def _spec(tmp_path, duration_s=0.5, trials=5) -> Path:
     spec = {"name": "submitted", "domains": {d: {} for d in ("a", "b", "c")},
             "trainer": {"kind": "synthetic", "duration_s": duration_s, "progress_events": 3, "noise": 0.0},
-            "strategy": {"kind": "sobol"}, "budget": {"trials": trials, "concurrency": 2}}
+            "strategy": {"kind": "sobol"}, "budget": {"trials": trials, "concurrency": 2},
+            "resources": {"gpus": 1, "cpus": 1}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -97,6 +108,8 @@ def test_a_submitted_sweep_runs_on_the_cluster(ray_head, tmp_path):
     assert _wait(address, env, job_id, {"SUCCEEDED", "FAILED"}) == "SUCCEEDED"
     status = json.loads(subprocess.run(MIXSWEEP + ["status", str(sweep), "--json"], capture_output=True, text=True).stdout)
     assert status["completed"] == 5 and status["finished"]
+    # placed on the worker node, each holding one of its declared GPUs
+    assert all(t["placement"]["gpus"] for t in status["trials"])
     logs = subprocess.run(MIXSWEEP + ["logs", job_id, "--address", address], env=env, capture_output=True, text=True, timeout=60)
     assert "Recommended mixture" in logs.stdout and "SUCCEEDED" in logs.stdout
 
