@@ -40,6 +40,9 @@ from orchestrator.strategies import STRATEGIES, Strategy, build_strategy
 from orchestrator.strategies.model_based import ModelStrategy
 
 DEFAULT_STRATEGY = "gp"
+# Offline nothing waits on the answer, so the GP's hyperparameters are fitted for longer than in a
+# sweep (where `ask` must be fast): 200 instead of 50 L-BFGS steps, measured in docs/benchmarks.md.
+OFFLINE_OPTIONS: dict[str, dict[str, Any]] = {"gp": {"fit_maxiter": 200}}
 
 
 def parse_objective(text: str, loss_domains: tuple[str, ...]) -> Objective:
@@ -73,12 +76,15 @@ def _known(domain: str, loss_domains: tuple[str, ...]) -> str:
     return domain
 
 
-def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 0) -> Strategy:
-    """A strategy told every run of the table, in row order; RunsTableError if it cannot be used."""
+def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 0,
+                 options: dict[str, Any] | None = None) -> Strategy:
+    """A strategy told every run of the table, in row order; RunsTableError if it cannot be used.
+    `options` default to OFFLINE_OPTIONS for the kind."""
     if kind not in STRATEGIES:
         raise RunsTableError(f"--strategy {kind!r} is unknown; use one of {', '.join(sorted(STRATEGIES))}")
     try:
-        strategy = build_strategy(kind, {}, table.domains, objective, seed)
+        strategy = build_strategy(kind, OFFLINE_OPTIONS.get(kind, {}) if options is None else options,
+                                  table.domains, objective, seed)
     except ValueError as err:  # a strategy that needs options a table cannot give (fixed: weights)
         raise RunsTableError(f"--strategy {kind}: {str(err).splitlines()[0]}") from None
     needed = strategy.min_runs() if isinstance(strategy, ModelStrategy) else 1

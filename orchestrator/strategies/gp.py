@@ -6,11 +6,13 @@ the domains, -sum_j c_j L_j (a `ScalarizedPosteriorTransform`, so the composed p
 Gaussian), with the running trials as X_pending so that parallel proposals differ.
 
 Why a discrete acquisition search: proposals are picked by sequential greedy conditioning
-(`optimize_acqf_discrete`) over a few thousand feasible candidates: scrambled Sobol points over the
-bounded simplex plus Dirichlet clouds around the best observed mixtures and the model's optimum. The
-candidates satisfy the per-domain bounds and the sum constraint by construction, where a gradient
-search would need SLSQP under an equality constraint (several seconds per proposal, docs/decisions.md),
-and the controller calls `ask` synchronously. Measured latency is in docs/benchmarks.md.
+(`optimize_acqf_discrete`) among feasible candidates: scrambled Sobol points over the bounded simplex
+and Dirichlet clouds around the best observed mixtures and the model's predicted optimum, screened
+to the few dozen with the lowest predicted mean or lower confidence bound. The candidates satisfy the
+per-domain bounds and the sum constraint by construction, where a gradient search would need SLSQP
+under an equality constraint (several seconds per proposal, docs/decisions.md), and the controller
+calls `ask` synchronously: 1.1 s for 4 proposals from 64 runs of 17 domains, fit included, against
+31 s for Ax's default generation (docs/benchmarks.md, "Strategies").
 """
 
 from __future__ import annotations
@@ -83,7 +85,10 @@ class GP(ModelStrategy):
         X, _, _ = self.training_data()
         # BoTorch maximises: the negated objective.
         weights = torch.tensor(-self.coefficients(loss_domains), dtype=DTYPE)
-        X_pending = torch.tensor(np.array([m.as_array() for m in pending]), dtype=DTYPE) if pending else None
+        # Failed mixtures stay pending for good: the acquisition then sees no gain in proposing them
+        # again (the controller would only hand back the same failure).
+        avoid = list(pending) + [m for m, _ in self.failures]
+        X_pending = torch.tensor(np.array([m.as_array() for m in avoid]), dtype=DTYPE) if avoid else None
         transform = ScalarizedPosteriorTransform(weights)
         # Only observed points with a chance of being the best matter to NEI; pruning them here (with
         # a seeded sampler: BoTorch's own pruning draws from torch's global RNG) shrinks every
