@@ -25,7 +25,7 @@ from orchestrator.mixture import Mixture
 from orchestrator.optimize import candidates
 from orchestrator.strategies.model_based import BoundedConfig, ModelStrategy
 from orchestrator.surrogates.base import compose
-from orchestrator.surrogates.gp import DTYPE, GPSurrogate, single_threaded
+from orchestrator.surrogates.gp import DTYPE, GPSurrogate
 
 
 class GPConfig(BoundedConfig):
@@ -71,10 +71,6 @@ class GP(ModelStrategy):
         return pool[keep]
 
     def propose(self, n: int, pending: list[Mixture], rng: np.random.Generator) -> list[Mixture]:
-        with single_threaded():
-            return self._propose(n, pending, rng)
-
-    def _propose(self, n: int, pending: list[Mixture], rng: np.random.Generator) -> list[Mixture]:
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
         from botorch.acquisition.objective import ScalarizedPosteriorTransform
         from botorch.acquisition.utils import prune_inferior_points

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from orchestrator.mixture import Mixture
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
 from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
-from orchestrator.surrogates.base import Surrogate, compose
+from orchestrator.surrogates.base import Surrogate, compose, single_threaded
 
 
 # Standard deviations added to the predicted objective when choosing the recommendation.
@@ -79,6 +79,10 @@ class ModelStrategy(Strategy):
         return np.random.default_rng([self.seed, self.asked, len(self.observations)])
 
     def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+        with single_threaded():  # why: see surrogates.base.single_threaded
+            return self._ask(n, pending)
+
+    def _ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
         if n < 1:
             return []
         # Results told from elsewhere (a runs table, a resumed sweep) count towards the design.
@@ -158,7 +162,11 @@ class ModelStrategy(Strategy):
         return w
 
     def recommend(self) -> Recommendation:
-        """The minimiser of the predicted objective, with predicted per-domain losses and std."""
+        """The minimiser of the predicted objective (+ 1 std), with predicted per-domain losses and std."""
+        with single_threaded():
+            return self._recommend()
+
+    def _recommend(self) -> Recommendation:
         if len(self.observations) < max(self.min_runs(), 1):
             base = super().recommend()
             return Recommendation(**{**base.__dict__, "notes": [f"{self.kind} needs {self.min_runs()} results to model; best observed"]})
@@ -177,8 +185,9 @@ class ModelStrategy(Strategy):
 
     def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         """Predicted per-domain loss mean and std (n, m) at mixtures W (n, k), with the m domains."""
-        surrogate, loss_domains = self.surrogate()
-        mean, std = surrogate.predict(W)
+        with single_threaded():
+            surrogate, loss_domains = self.surrogate()
+            mean, std = surrogate.predict(W)
         return mean, std, loss_domains
 
     def state_dict(self) -> dict[str, Any]:

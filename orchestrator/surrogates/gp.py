@@ -19,9 +19,8 @@ from torch's global RNG, and strategies must be deterministic.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,25 +31,9 @@ from botorch.optim.closures import get_loss_closure_with_grads
 from botorch.optim.fit import fit_gpytorch_mll_scipy
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from orchestrator.surrogates.base import Surrogate, check_xy
+from orchestrator.surrogates.base import Surrogate, check_xy, single_threaded
 
 DTYPE = torch.float64
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run torch on one thread inside the block (restored after).
-
-    Why: these matrices are tiny (runs x runs per domain), so threads only add synchronisation, and
-    on a busy 2-core head node torch's spinning worker threads made a 17-domain fit 9x slower in wall
-    time (11.8 s vs 1.3 s measured at 64 runs with other processes running).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class HellingerEmbedding(InputTransform):
