@@ -71,6 +71,12 @@ def per_domain(kind: str, train: RunsTable, X_test: np.ndarray, seed: int) -> np
     return mean
 
 
+def rank(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Spearman correlation; a constant prediction (LightGBM's defaults below ~40 runs) counts as 0."""
+    rho = spearmanr(pred, truth).statistic
+    return float(rho) if np.isfinite(rho) else 0.0
+
+
 def run(table: RunsTable, n: int, draws: int, kinds: list[str], seed: int) -> dict[tuple[str, str], list[float]]:
     """(objective, method) -> Spearman per draw; also prints fit times to stderr."""
     rng = np.random.default_rng(seed)
@@ -81,14 +87,13 @@ def run(table: RunsTable, n: int, draws: int, kinds: list[str], seed: int) -> di
         for name, coef in objectives(table).items():
             y, truth = train.losses @ coef, test.losses @ coef
             for label, fn in (("LightGBM on objective (baseline)", lightgbm_on_objective), ("GP on objective", gp_on_objective)):
-                scores.setdefault((name, label), []).append(spearmanr(fn(train.weights, y, test.weights, seed + draw), truth).statistic)
+                scores.setdefault((name, label), []).append(rank(fn(train.weights, y, test.weights, seed + draw), truth))
         for kind in kinds:
             t0 = time.perf_counter()
             pred = per_domain(kind, train, test.weights, seed + draw)
             print(f"  draw {draw} {kind}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
             for name, coef in objectives(table).items():
-                scores.setdefault((name, f"{kind} (per domain, composed)"), []).append(
-                    spearmanr(pred @ coef, test.losses @ coef).statistic)
+                scores.setdefault((name, f"{kind} (per domain, composed)"), []).append(rank(pred @ coef, test.losses @ coef))
     return scores
 
 

@@ -85,9 +85,9 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
     for case in args.cases.split(","):
         runs, k = map(int, case.split("x"))
-        rows = {kind: measure(kind, runs, k, args.repeats if kind != "bayesopt" else 1) for kind in args.strategies.split(",")}
+        rows = {kind: measure(kind, runs, k, args.repeats) for kind in args.strategies.split(",")}
         base = rows.get("bayesopt", {}).get("ask4_wall")
-        print(f"\n{runs} finished runs, {k} domains (median of {args.repeats}; bayesopt once); load average now {os.getloadavg()[0]:.2f}")
+        print(f"\n{runs} finished runs, {k} domains (median of {args.repeats}); load average now {os.getloadavg()[0]:.2f}")
         print("| strategy | ask(4) wall s | ask(4) CPU s | vs Ax | ask(1), 3 pending, wall s | CPU s |\n|---|---|---|---|---|---|")
         for kind, r in rows.items():
             ratio = f"{r['ask4_wall'] / base:.3f}x" if base else "-"
