@@ -55,9 +55,7 @@ class BayesOpt(Strategy):
         client.configure_optimization(objective=f"-({terms})")  # Ax maximises; we minimise loss
         others = [d for d in self.domains if d not in self.objective.coefficients]
         if others:
-            from ax.api.protocols.metric import IMetric
-
-            client.configure_tracking_metrics([IMetric(name=_metric(d)) for d in others])
+            client.configure_tracking_metrics([_metric(d) for d in others])
         client.configure_generation_strategy(
             method=self.config.method,
             initialization_budget=self.config.initial_trials or k + 1,

@@ -90,3 +90,11 @@ def test_bayesopt_accepts_results_it_did_not_propose_and_rebuilds_from_state():
 
 def test_registry_lists_the_strategies_of_this_release():
     assert {"bayesopt", "sobol", "uniform"} <= set(STRATEGIES)
+
+
+def test_bayesopt_with_a_target_objective_tracks_the_other_domains():
+    target = Objective.from_spec(ObjectiveSpec(kind="target", domain="b"), DOMAINS)
+    s = build_strategy("bayesopt", {"initial_trials": 2}, DOMAINS, target, seed=0)
+    for m in s.ask(2, []):
+        s.tell(m, _losses(m))
+    assert len(s.ask(1, [])) == 1
