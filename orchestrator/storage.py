@@ -11,6 +11,7 @@ brings the directory back for resume, status and report.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from pathlib import Path
@@ -120,7 +121,7 @@ def write_bytes(location: str, data: bytes) -> None:
     if not is_uri(location):
         p = Path(location)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp = p.with_suffix(p.suffix + f".tmp{os.getpid()}")
         tmp.write_bytes(data)
         tmp.replace(p)
         return

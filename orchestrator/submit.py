@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import orchestrator
@@ -51,7 +52,7 @@ def submit(spec: SweepSpec, spec_path: Path, address: str, sweep_dir: str, packa
         job_id = client.submit_job(
             entrypoint=job_entrypoint(sweep_dir, resume),
             runtime_env=runtime_env,
-            submission_id=f"mixsweep-{spec.name}-{config_hash(spec.digest(), sweep_dir, _now())}",
+            submission_id=f"mixsweep-{spec.name}-{config_hash(spec.digest(), sweep_dir, time.time())}",
             metadata={"sweep": spec.name, "dir": sweep_dir, "spec_digest": spec.digest()},
         )
     finally:
@@ -73,9 +74,3 @@ def follow_logs(address: str, job_id: str, write) -> str:
 
     asyncio.run(tail())
     return str(client.get_job_status(job_id))
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

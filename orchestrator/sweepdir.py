@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,10 @@ REPORT = "report"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Temp file then os.replace: a reader never sees half a file, a crash never leaves one."""
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    """Temp file then rename (storage.write_bytes): a reader never sees half a file, a crash never leaves one."""
+    from orchestrator.storage import write_bytes
+
+    write_bytes(str(path), json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
 def trial_dir(sweep_dir: Path, trial: str) -> Path:

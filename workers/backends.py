@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-import importlib
 import math
+import pkgutil
 import time
 from typing import Callable, Mapping
 
@@ -54,17 +54,9 @@ def run_synthetic(mixture: Mapping[str, float], config: Mapping, seed: int, repo
     return TrialResult(losses=final, loss_stderr=stderr, tokens=n * 1000, steps=n, wall_s=time.perf_counter() - t0)
 
 
-def resolve_callable(ref: str) -> Callable:
-    module, _, attr = ref.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def run_python(mixture: Mapping[str, float], ref: str, seed: int, report: Callable[[Progress], None]) -> TrialResult:
     """Call the user's function; it may call `report(step=, tokens=, losses=)` any number of times."""
-    fn = resolve_callable(ref)
+    fn = pkgutil.resolve_name(ref)  # the stdlib resolves `module:function`, dotted attributes included
     t0 = time.perf_counter()
 
     def user_report(step: int, tokens: int, losses: Mapping[str, float]) -> None:
