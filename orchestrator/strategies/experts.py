@@ -32,7 +32,10 @@ class ExpertEnsemble:
 
     def __init__(self, domains: tuple[str, ...], experts: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         self.domains = domains
-        self.eval_domains = tuple(d for d in domains if all(d in experts[i] for i in domains))
+        # Every set all experts were evaluated on: the training domains, then held-out sets that are
+        # not mixed into training (spec `eval_domains`, e.g. MixMin's downstream target).
+        shared = set.intersection(*(set(experts[i]) for i in domains))
+        self.eval_domains = tuple(d for d in domains if d in shared) + tuple(sorted(shared - set(domains)))
         # [m][k, T_j]: stacking experts per evaluated domain makes the ensemble one logsumexp.
         self.logp = {j: np.stack([np.asarray(experts[i][j], dtype=np.float64) for i in domains]) for j in self.eval_domains}
 

@@ -47,6 +47,29 @@ def test_mixmin_decreases_its_objective_monotonically_and_beats_every_vertex():
     assert all(value < ens.losses(v)[0].mean() for v in np.eye(3))
 
 
+def test_mixmin_targets_a_downstream_set_that_is_not_a_training_domain():
+    """A downstream set drawn 70% like domain a and 30% like b: the ensemble that best predicts it
+    weights the experts by those shares (the mixture-likelihood optimum), whatever the training domains'
+    own losses say."""
+    rng = np.random.default_rng(3)
+    experts = _experts()
+    n = 1000
+    from_a = rng.random(n) < 0.7
+    for i in DOMAINS:
+        good, poor = np.log(rng.beta(6, 4, n)), np.log(rng.beta(1, 19, n))
+        experts[i]["downstream"] = np.where(from_a, good if i == "a" else poor, good if i == "b" else poor).astype(np.float32)
+    target = Objective({"downstream": 1.0}, "loss on downstream")
+    s = build_strategy("mixmin", {"max_steps": 400}, DOMAINS, target, seed=0)
+    for i, d in enumerate(DOMAINS):
+        s.tell_expert(Mixture.from_array(DOMAINS, np.eye(3)[i]), experts[d])
+    assert s.ensemble().eval_domains == ("a", "b", "c", "downstream")
+    w, trace, _ = s.solve(s.ensemble())
+    assert all(b <= a + 1e-12 for a, b in zip(trace, trace[1:]))
+    assert w[0] == pytest.approx(0.7, abs=0.08) and w[1] == pytest.approx(0.3, abs=0.08) and w[2] < 0.05
+    rec = s.recommend()
+    assert "downstream" in rec.predicted and rec.objective == pytest.approx(rec.predicted["downstream"])
+
+
 def test_mixmin_asks_for_experts_then_its_optimum_once():
     s = build_strategy("mixmin", {}, DOMAINS, MEAN, seed=0)
     first = s.ask(2, [])
