@@ -78,7 +78,10 @@ class ProxySpec(_Strict):
     """The proxy model and how much it trains per trial."""
 
     preset: str = Field("debug", description="Model size preset: " + ", ".join(PRESETS))
-    tokens_per_trial: int = Field(262_144, gt=0, description="Training tokens per trial (exact; rounded down to whole batches).")
+    tokens_per_trial: int | None = Field(
+        None, gt=0, description="Training tokens per trial (exact; rounded down to whole batches). Default: `tokens_per_param` × the preset's non-embedding parameters.")
+    tokens_per_param: float = Field(
+        20.0, gt=0, le=10_000, description="Training tokens per non-embedding parameter when `tokens_per_trial` is not given (20: Chinchilla's compute-optimal ratio).")
     eval_every_tokens: int = Field(65_536, gt=0, description="Evaluate every domain after this many training tokens.")
     val_tokens_per_domain: int = Field(16_384, gt=0, description="Held-out validation tokens per domain.")
     seq_len: int | None = Field(None, gt=1, description="Sequence length in tokens (default: the preset's).")
@@ -86,6 +89,7 @@ class ProxySpec(_Strict):
     learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate (default: the preset's).")
     checkpoint_every_tokens: int | None = Field(
         None, gt=0, description="Checkpoint into the trial directory this often, so a retried trial resumes (default: never).")
+    compile: bool = Field(False, description="torch.compile the proxy (falls back to eager, with a one-line warning, where compiling fails).")
 
     @field_validator("preset")
     @classmethod
@@ -93,6 +97,14 @@ class ProxySpec(_Strict):
         if v not in PRESETS:
             raise ValueError(f"unknown preset {v!r}; use one of {', '.join(PRESETS)}")
         return v
+
+    def training_tokens(self, preset: str | None = None) -> int:
+        """Training tokens per trial: `tokens_per_trial` if given, else `tokens_per_param` × the non-embedding
+        parameters of `preset` (default: this spec's). Non-embedding, so the budget follows from the spec
+        alone, whatever the tokenizer's vocabulary."""
+        if self.tokens_per_trial is not None:
+            return self.tokens_per_trial
+        return int(round(self.tokens_per_param * PRESETS[preset or self.preset].non_embedding_params()))
 
 
 class ProxyTrainerSpec(_Strict):
@@ -107,6 +119,9 @@ class SyntheticTrainerSpec(_Strict):
     noise: float = Field(0.01, ge=0, description="Standard deviation of the loss noise, in nats.")
     duration_s: float = Field(0.5, ge=0, description="Wall time of one trial, in seconds.")
     progress_events: int = Field(4, ge=1, description="Progress events streamed per trial.")
+    optimum_at_scale: dict[str, dict[str, float]] | None = Field(
+        None, description="Preset -> optimal mixture at that model size (replaces `optimum` for trials trained at "
+        "that preset): an optimum that moves with scale, for testing a ladder.")
 
 
 class PythonTrainerSpec(_Strict):
@@ -145,12 +160,24 @@ TrainerSpec = Annotated[Union[ProxyTrainerSpec, SyntheticTrainerSpec, PythonTrai
                         Field(discriminator="kind")]
 
 
+class ConstraintsSpec(_Strict):
+    """Limits every recommended mixture must meet on its per-domain losses (nats/token)."""
+
+    max_excess: float | None = Field(
+        None, ge=0, description="No objective domain's loss more than this above its loss in the reference run.")
+    max_loss: dict[str, float] | None = Field(None, description="Per-domain caps on the loss: domain -> nats/token.")
+
+
 class ObjectiveSpec(_Strict):
     """How per-domain losses become one number to minimise (per-domain losses are always kept)."""
 
-    kind: Literal["mean", "weighted", "target"] = "mean"
+    kind: Literal["mean", "weighted", "target", "worst"] = "mean"
     weights: dict[str, float] | None = Field(None, description="kind weighted: domain -> non-negative weight.")
     domain: str | None = Field(None, description="kind target: the one domain whose loss is minimised.")
+    excess: bool = Field(False, description="kind worst: the worst loss above the reference run's (DoReMi's excess loss).")
+    reference: dict[str, float] | None = Field(
+        None, description="The reference mixture for `excess` and `constraints.max_excess` (default: uniform).")
+    constraints: ConstraintsSpec | None = Field(None, description="Limits on per-domain losses (docs/spec.md).")
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "ObjectiveSpec":
@@ -165,6 +192,10 @@ class ObjectiveSpec(_Strict):
             raise ValueError("weights are only for kind weighted; remove them or set `kind: weighted`")
         if self.domain is not None and self.kind != "target":
             raise ValueError("domain is only for kind target; remove it or set `kind: target`")
+        if self.excess and self.kind != "worst":
+            raise ValueError("excess is only for kind worst; remove it or set `kind: worst`")
+        if self.reference is not None and not (self.excess or (self.constraints and self.constraints.max_excess is not None)):
+            raise ValueError("reference is only used by `excess: true` or `constraints.max_excess`; remove it")
         return self
 
 
@@ -216,9 +247,33 @@ class DataSpec(_Strict):
     cache_dir: str = Field("~/.cache/mixsweep", description="Where demo corpora and token caches are kept.")
 
 
+class LadderSpec(_Strict):
+    """Scale ladder: after the sweep, re-train its best mixtures and the baselines at larger presets."""
+
+    presets: list[str] = Field(..., description="Model presets, smallest first; the first is the sweep's `proxy.preset`.")
+    top_k: int = Field(3, ge=1, le=100, description="Best completed sweep trials (by objective) re-trained at each larger preset.")
+    baselines: list[Literal["uniform", "token_prior"]] = Field(
+        default_factory=lambda: ["uniform", "token_prior"], description="Baseline mixtures re-trained beside them (token_prior needs data).")
+
+    @field_validator("presets")
+    @classmethod
+    def _ordered_presets(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if p not in PRESETS:
+                raise ValueError(f"`ladder.presets`: unknown preset {p!r}; use names from {', '.join(PRESETS)}")
+        if len(v) < 2:
+            raise ValueError("`ladder.presets`: a ladder needs at least 2 presets, e.g. [debug, 1m]")
+        sizes = [PRESETS[p].non_embedding_params() for p in v]
+        if any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"`ladder.presets`: {v} must grow in model size, smallest first (order: {', '.join(PRESETS)})")
+        return v
+
+
 class SweepSpec(_Strict):
     name: str = Field("sweep", description="Sweep name (job and dashboard label).")
     domains: dict[str, DomainSpec]
+    eval_domains: dict[str, DomainSpec] = Field(
+        default_factory=dict, description="Held-out text sets every trial is evaluated on but never trains on (e.g. a downstream set); the objective may name them.")
     tokenizer: TokenizerSpec = TokenizerSpec()
     proxy: ProxySpec = ProxySpec()
     trainer: TrainerSpec = ProxyTrainerSpec()
@@ -227,6 +282,7 @@ class SweepSpec(_Strict):
     budget: BudgetSpec = BudgetSpec()
     resources: ResourcesSpec = ResourcesSpec()
     data: DataSpec = DataSpec()
+    ladder: LadderSpec | None = Field(None, description="Scale ladder run after the sweep (docs/report.md).")
     seed: int = Field(0, ge=0, description="Seeds the strategy and every trial.")
     dir: str | None = Field(None, description="Sweep directory (default runs/<name>).")
 
@@ -257,12 +313,29 @@ class SweepSpec(_Strict):
                 raise ValueError(f"domain name {name!r} must be a letter then letters, digits or _")
         return v
 
+    @field_validator("eval_domains")
+    @classmethod
+    def _eval_domain_names(cls, v: dict[str, DomainSpec]) -> dict[str, DomainSpec]:
+        for name, d in v.items():
+            if not _NAME.match(name):
+                raise ValueError(f"`eval_domains.{name}`: name must be a letter then letters, digits or _")
+            if d.demo is None and d.path is None:
+                raise ValueError(f"`eval_domains.{name}`: no data; give `path:` (text, JSONL or Parquet) or `demo:`")
+        return v
+
     @model_validator(mode="after")
     def _objective_domains(self) -> "SweepSpec":
+        clash = sorted(set(self.eval_domains) & set(self.domains))
+        if clash:
+            raise ValueError(f"`eval_domains.{clash[0]}`: also a training domain; rename it (losses are keyed by name)")
+        if self.eval_domains and self.trainer.kind != "proxy":
+            raise ValueError("`eval_domains`: only the proxy trainer evaluates held-out text sets; remove them or use `trainer: {kind: proxy}`")
         named = set(self.objective.weights or {}) | ({self.objective.domain} if self.objective.domain else set())
-        unknown = sorted(named - set(self.domains))
+        known = set(self.domains) | set(self.eval_domains)
+        unknown = sorted(named - known)
         if unknown:
-            raise ValueError(f"`objective`: names unknown domain(s) {unknown}; use one of {sorted(self.domains)}")
+            raise ValueError(f"`objective`: names unknown domain(s) {unknown}; use one of {sorted(known)}")
+        self._check_objective_extras(known)
         trainer = self.trainer
         if trainer.kind == "proxy":
             for name, d in self.domains.items():
@@ -272,7 +345,32 @@ class SweepSpec(_Strict):
             opt = trainer.optimum
             if set(opt) != set(self.domains) or min(opt.values()) < 0 or sum(opt.values()) <= 0:
                 raise ValueError("`trainer.optimum`: must give every domain a weight >= 0, with a positive sum")
+        if isinstance(trainer, SyntheticTrainerSpec):
+            for preset, opt in (trainer.optimum_at_scale or {}).items():
+                if preset not in PRESETS:
+                    raise ValueError(f"`trainer.optimum_at_scale`: unknown preset {preset!r}; use names from {', '.join(PRESETS)}")
+                if set(opt) != set(self.domains) or min(opt.values()) < 0 or sum(opt.values()) <= 0:
+                    raise ValueError(f"`trainer.optimum_at_scale.{preset}`: must give every domain a weight >= 0, with a positive sum")
+        if self.ladder is not None and self.ladder.presets[0] != self.proxy.preset:
+            raise ValueError(f"`ladder.presets`: the first rung must be the sweep's proxy.preset {self.proxy.preset!r}, "
+                             f"e.g. [{self.proxy.preset}, ...]")
         return self
+
+    def _check_objective_extras(self, known: set[str]) -> None:
+        """Constraint caps, the reference mixture and strategy bounds name known domains."""
+        o = self.objective
+        for d in (o.constraints.max_loss or {}) if o.constraints else {}:
+            if d not in known:
+                raise ValueError(f"`objective.constraints.max_loss.{d}`: unknown domain; use one of {sorted(known)}")
+        if o.reference is not None:
+            bad = sorted(set(o.reference) - set(self.domains))
+            if bad or min(o.reference.values(), default=-1) < 0 or sum(o.reference.values()) <= 0:
+                raise ValueError(f"`objective.reference`: give training domains of {sorted(self.domains)} weights >= 0 "
+                                 "with a positive sum" + (f" (unknown {bad})" if bad else ""))
+        bounds = self.strategy.options.get("bounds")
+        for d in bounds if isinstance(bounds, dict) else {}:
+            if d not in self.domains:
+                raise ValueError(f"`strategy.options.bounds.{d}`: unknown domain; use one of {sorted(self.domains)}")
 
     @property
     def domain_names(self) -> tuple[str, ...]:

@@ -108,6 +108,10 @@ BAD_SPECS = [  # (id, edits to BASE, substrings the message must contain)
     ("synthetic-unknown-key", dict(trainer={**SYNTH, "steps": 3}), ["`trainer.steps`", "unknown key"]),
     ("synthetic-noise", dict(trainer={**SYNTH, "noise": -1}), ["`trainer.noise`", "raise it"]),
     ("synthetic-optimum", dict(trainer={**SYNTH, "optimum": {"books": 1.0}}), ["trainer.optimum", "every domain"]),
+    ("eval-domain-clash", dict(eval_domains={"books": {"demo": "books"}}), ["`eval_domains.books`", "also a training domain", "rename"]),
+    ("eval-domain-no-data", dict(eval_domains={"qa": {}}), ["`eval_domains.qa`", "no data", "path:"]),
+    ("eval-domain-synthetic", dict(eval_domains={"qa": {"demo": "math"}}, trainer=SYNTH), ["`eval_domains`", "only the proxy trainer"]),
+    ("eval-domain-name", dict(eval_domains={"q-a": {"demo": "math"}}), ["`eval_domains.q-a`", "a letter then"]),
 ]
 
 
@@ -151,6 +155,11 @@ def test_defaults_fill_a_minimal_spec() -> None:
     assert (spec.name, spec.trainer.kind, spec.strategy.kind, spec.objective.kind) == ("sweep", "proxy", "bayesopt", "mean")
     assert (spec.budget.trials, spec.budget.concurrency, spec.proxy.preset) == (16, 2, "debug")
     assert spec.domains["b"].paths() == ["x/*.txt", "y.jsonl"] and spec.domains["a"].paths() == []
+
+
+def test_objective_may_target_an_eval_domain() -> None:
+    spec = parse_spec(spec_with(eval_domains={"qa": {"demo": "math"}}, objective={"kind": "target", "domain": "qa"}))
+    assert spec.eval_domains["qa"].demo == "math" and spec.domain_names == ("books", "code")
 
 
 def test_tokenizer_bytes_shorthand() -> None:
