@@ -55,7 +55,7 @@ def validate(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
 
         tokens, vocab = prepare_domains(s, s.proxy.seq_len or PRESETS[s.proxy.preset].seq_len, log=lambda m: None)
         for name, t in tokens.items():
-            console.print(f"  {name}: {len(t.train):,} training tokens, {len(t.val):,} held out")
+            console.print(f"  {name}: {t.train_tokens:,} training tokens, {t.val_tokens:,} held out ({t.location})", soft_wrap=True)
     console.print(f"[green]ok[/green]: {spec} ({len(s.domains)} domains, strategy {s.strategy.kind}, "
                   f"{s.budget.trials} trials, {s.budget.concurrency} at a time)", soft_wrap=True)
 

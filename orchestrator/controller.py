@@ -99,17 +99,27 @@ class Controller:
         return t
 
     def _prepare_data(self) -> tuple[Any, int]:
-        """Tokenise the domains once on the driver and share them through the object store, so trial
-        actors on any node read the same tokens without a shared filesystem."""
+        """Tokenise the domains into cached token shards (or find them) and cap the mixture space.
+
+        Trials get only the shards' locations (a few hundred bytes) and memory-map them where they
+        run: the data's location is a path or URI every node reaches, never the object store."""
+        self._data_journal: dict[str, Any] = {}
         if self.spec.trainer.kind != "proxy":
             return None, 0
-        from workers.data import prepare_domains
+        from orchestrator.mixture import token_caps
+        from workers.data import DataError, data_payload, prepare_domains
 
         seq_len = self.spec.proxy.seq_len or preset_json(self.spec.proxy.preset)["seq_len"]
-        tokens, vocab = prepare_domains(self.spec, seq_len, log=self.log)
-        self.strategy.domain_tokens = {d: int(len(t.train)) for d, t in tokens.items()}
-        ref = ray.put({d: {"train": t.train, "val": t.val} for d, t in tokens.items()})
-        return ref, vocab
+        shards, vocab = prepare_domains(self.spec, seq_len, log=self.log)
+        tokens = {d: s.train_tokens for d, s in shards.items()}
+        self.strategy.domain_tokens = tokens
+        try:
+            caps = token_caps(tokens, self.spec.proxy.training_tokens(), self.spec.data.max_epochs)
+            self.strategy.set_caps(caps)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        self._data_journal = {"domain_tokens": tokens, "caps": caps, "max_epochs": self.spec.data.max_epochs}
+        return data_payload(shards, self.spec), vocab
 
     def _max_loss(self, vocab: int) -> float | None:
         if self.spec.budget.max_loss is not None:
@@ -165,7 +175,7 @@ class Controller:
                          concurrency=self.spec.budget.concurrency, objective=self.objective.description,
                          spec_digest=self.spec.digest(), strategy=self.spec.strategy.kind,
                          placement={"num_cpus": self.where.num_cpus, "num_gpus": self.where.num_gpus},
-                         lock_taken_over=self.lock.took_over, **extra)
+                         lock_taken_over=self.lock.took_over, **self._data_journal, **extra)
             for t in self.state.by_status(TrialStatus.RUNNING):  # left running by a stopped controller
                 self._requeue_or_fail(t.id, "the controller stopped while it ran")
             while True:
@@ -370,6 +380,9 @@ class Controller:
             self.log("no trial completed: nothing to recommend")
             return None
         rec = self.strategy.recommend()
+        capped = [d for d, w in rec.mixture.as_dict().items() if (self.state.caps or {}).get(d, 1.0) < 1.0 and w >= self.state.caps[d] - 1e-4]
+        if capped:  # the optimum may lie beyond: more data for these domains would let the mixture move
+            rec.notes.append("at its data cap (data.max_epochs): " + ", ".join(f"{d} {self.state.caps[d]:.3f}" for d in capped))
         self._record("recommended", **rec.to_json())
         (self.dir / REPORT).mkdir(exist_ok=True)
         write_json_atomic(self.dir / REPORT / "recommendation.json", rec.to_json())

@@ -102,3 +102,30 @@ def config_hash(*parts: object) -> str:
     """Short content hash of JSON-serialisable parts (trial ids, cache keys)."""
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------- caps
+
+
+def token_caps(train_tokens: Mapping[str, int], tokens_per_trial: int, max_epochs: float) -> dict[str, float]:
+    """Upper weight per domain: a trial may read a domain at most `max_epochs` times over, so
+    cap_d = min(1, max_epochs * train_tokens_d / tokens_per_trial). ValueError (one line, naming the
+    domains and the fix) when the caps leave no mixture, i.e. they sum below 1."""
+    caps = {d: min(1.0, max_epochs * n / tokens_per_trial) for d, n in train_tokens.items()}
+    if sum(caps.values()) < 1.0 - 1e-9:
+        small = ", ".join(f"{d} ({train_tokens[d]:,} tokens, cap {c:.3f})" for d, c in caps.items() if c < 1.0)
+        raise ValueError(f"the domains hold too few training tokens for one trial within data.max_epochs={max_epochs:g}: "
+                         f"{small}; caps sum to {sum(caps.values()):.3f} < 1: lower proxy.tokens_per_trial or raise data.max_epochs")
+    return caps
+
+
+def within_caps(mixture: Mixture, caps: Mapping[str, float]) -> Mixture:
+    """The mixture itself when no weight is above its cap, else its Euclidean projection onto
+    {w on the simplex, w_d <= cap_d} (for strategies that cannot take bounds themselves)."""
+    upper = np.array([caps.get(d, 1.0) for d in mixture.domains])
+    w = mixture.as_array()
+    if np.all(w <= upper + 1e-6):
+        return mixture
+    from orchestrator.optimize import Bounds, project
+
+    return Mixture.from_array(mixture.domains, project(w, Bounds(np.zeros(len(w)), upper))[0])

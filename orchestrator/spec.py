@@ -34,15 +34,21 @@ class DomainSpec(_Strict):
     """Where a domain's text comes from: one of `demo` or `path` (none only for trainers that read no data)."""
 
     demo: str | None = Field(None, description="Built-in demo corpus name (books, code, math, legal, forum).")
-    path: str | list[str] | None = Field(None, description="File path(s) or glob(s): .txt/.md/.py text, .jsonl, .parquet.")
-    format: Literal["auto", "text", "jsonl", "parquet"] = Field("auto", description="File format; auto = by extension.")
-    text_column: str = Field("text", description="Field holding the text in JSONL / Parquet rows.")
+    path: str | list[str] | None = Field(None, description="File path(s) or glob(s): .txt/.md/.py text, .jsonl, .parquet; "
+                                         "for hf_disk, the directory written by `save_to_disk`.")
+    format: Literal["auto", "text", "jsonl", "parquet", "hf_disk", "hf_files"] = Field(
+        "auto", description="File format; auto = by extension. hf_disk: `datasets.load_from_disk(path)`; "
+                            "hf_files: `datasets.load_dataset(parquet|json|csv|text, data_files=path)`.")
+    text_column: str = Field("text", description="Field holding the text in JSONL / Parquet rows and dataset columns.")
+    split: str = Field("train", description="hf_disk / hf_files: the split to read when the dataset has several.")
     max_bytes: int | None = Field(None, gt=0, description="Read at most this many bytes of text (UTF-8).")
 
     @model_validator(mode="after")
     def _one_source(self) -> "DomainSpec":
         if self.demo is not None and self.path is not None:
             raise ValueError("give one of `demo: NAME` or `path: FILE_OR_GLOB`, not both")
+        if self.format == "hf_disk" and len(self.paths()) != 1:
+            raise ValueError("format hf_disk needs `path:` to one directory written by Dataset.save_to_disk")
         if self.demo is not None:
             from workers.corpus import DEMO_DOMAINS
 
@@ -244,7 +250,14 @@ class ResourcesSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    cache_dir: str = Field("~/.cache/mixsweep", description="Where demo corpora and token caches are kept.")
+    cache_dir: str = Field("~/.cache/mixsweep", description="Where demo corpora and token caches are kept (a local path, on every node).")
+    shard_dir: str | None = Field(
+        None, description="Where token shards are kept: a path or URI (s3://, gs://, file://) every node can reach "
+                          "(default <cache_dir>/shards). Nodes copy URI shards into their cache_dir once.")
+    ray_data_min_bytes: int = Field(256 << 20, ge=0, description="Domains with at least this many source bytes are "
+                                    "tokenised by Ray Data across the cluster; smaller ones in the controller.")
+    max_epochs: float = Field(4.0, gt=0, description="Most passes a trial may make over a domain's training tokens; "
+                              "caps its weight at max_epochs * tokens / proxy.tokens_per_trial.")
 
 
 class LadderSpec(_Strict):

@@ -59,6 +59,8 @@ class SweepState:
     reused: int = 0  # proposals answered from an earlier trial with the same id (each spends budget)
     recommendation: dict[str, Any] | None = None
     trials: dict[str, TrialRecord] = field(default_factory=dict)
+    domain_tokens: dict[str, int] | None = None  # training tokens per domain (proxy trainer)
+    caps: dict[str, float] | None = None  # upper weight per domain from data.max_epochs
 
     def apply(self, e: dict[str, Any]) -> None:
         """Fold one journal event into the state."""
@@ -71,6 +73,8 @@ class SweepState:
             self.concurrency = e.get("concurrency", self.concurrency)
             self.objective = e.get("objective", self.objective)
             self.spec_digest = e.get("spec_digest", self.spec_digest)
+            self.domain_tokens = e.get("domain_tokens", self.domain_tokens)
+            self.caps = e.get("caps", self.caps)
             self.finished = False
         elif kind == "trial_proposed":
             self.trials[e["trial"]] = TrialRecord(e["trial"], e["mixture"], proposed_seq=e["seq"], proposal_s=e.get("proposal_s"))

@@ -39,8 +39,12 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
 
     torch.set_num_threads(max(1, int(payload.get("cpus", 1))))
     config = TrainConfig(**payload["train_config"])
-    train = {d: t["train"] for d, t in data.items()}
-    val = {d: t["val"] for d, t in data.items()}
+    from workers.data import open_domains
+
+    # The payload names the shards; they are memory-mapped here (copied to this node once for a URI).
+    opened = open_domains(data)
+    train = {d: t.train for d, t in opened.items()}
+    val = {d: t.val for d, t in opened.items()}
     logprobs_to = f"{payload['trial_dir']}/token_logprobs.npz" if payload.get("token_logprobs") else None
     return train_proxy(config, mixture, train, val, int(payload["vocab_size"]), report, device=payload.get("device"),
                        checkpoint_dir=payload.get("trial_dir"), token_logprobs_to=logprobs_to)

@@ -1,10 +1,14 @@
-"""Domain data: read text, tokenise once into a content-addressed cache, sample mixtures of it.
+"""Domain data: read text, tokenise once into a content-addressed cache of Arrow token shards, sample
+mixtures of it.
 
-`prepare_domains` turns each domain's source into one token stream (documents joined by the
-end-of-document token), cached under `<cache_dir>/tokens/<hash>.npy` keyed by the source files'
-names, sizes and mtimes and the tokenizer; a second sweep over the same data tokenises nothing. The
-last `val_tokens` of each stream (after a seeded document shuffle) are held out for validation and
-never trained on.
+`prepare_domains` turns each domain's source (text/JSONL/Parquet files, or a Hugging Face dataset
+saved on disk or built from local files) into token shards (workers/shards.py): documents joined by
+the end-of-document token, keyed by a hash of the source files' contents and the tokenizer, under
+`data.shard_dir` (a path or URI every node reaches); a second sweep over the same data tokenises
+nothing. Large domains (`data.ray_data_min_bytes`) are tokenised by Ray Data tasks across the
+cluster, small ones in this process; both write the same shards. Whole documents, chosen from the
+seed, are held out for validation and never trained on. Trials memory-map the shards
+(`open_domains`): nothing is copied through the object store.
 
 `MixtureSampler` draws training sequences from the domains in the mixture's proportions with an exact
 token budget: the number of sequences per domain is fixed up front (largest remainder), then shuffled.
@@ -12,17 +16,22 @@ token budget: the number of sequences per domain is fixed up front (largest rema
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from orchestrator.mixture import config_hash
+from orchestrator.storage import is_uri
+from workers.shards import RawWriter, ShardMismatch, ShardSet, choose_validation, open_shards, read_manifest, split_raw, upload, write_manifest
 
 
 class DataError(ValueError):
@@ -38,6 +47,7 @@ class ByteTokenizer:
     vocab_size = 257
     eos_id = 256
     name = "bytes"
+    identity = "bytes-v1"  # stored with the shards: ids from another tokenizer are refused
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.uint16) for t in texts]
@@ -59,6 +69,8 @@ class HFTokenizer:
         self.eos_id = self._tok.token_to_id(eos) if eos else self.vocab_size
         self.vocab_size = max(self.vocab_size, self.eos_id + 1)
         self.name = f"hf:{file.resolve()}:{os.stat(file).st_size}"
+        # What the ids mean: the tokenizer file's content, whatever its path (stored with the shards).
+        self.identity = "hf-sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()[:16]
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         dtype = np.uint16 if self.vocab_size <= 65536 else np.uint32
@@ -138,10 +150,14 @@ def read_documents(name: str, path: Path, fmt: str, text_column: str) -> Iterato
 
 @dataclass(frozen=True)
 class DomainTokens:
-    """A domain's training and held-out validation tokens (1-D integer arrays)."""
+    """A domain's training shards and held-out validation tokens (memory-mapped 1-D integer arrays)."""
 
-    train: np.ndarray
+    train: list[np.ndarray]
     val: np.ndarray
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(len(s) for s in self.train)
 
 
 def _domain_sources(name: str, dspec, cache_dir: Path) -> list[Path]:
@@ -152,64 +168,259 @@ def _domain_sources(name: str, dspec, cache_dir: Path) -> list[Path]:
             return [ensure_demo_domain(dspec.demo, cache_dir / "corpus", **({"max_bytes": dspec.max_bytes} if dspec.max_bytes else {}))]
         except CorpusError as err:
             raise DataError(f"domain {name!r}: {err}") from None
+    if dspec.format == "hf_disk":
+        p = Path(os.path.expanduser(dspec.paths()[0]))
+        if not (p / "dataset_info.json").exists() and not (p / "dataset_dict.json").exists():
+            raise DataError(f"domain {name!r}: {p} is not a dataset saved with `save_to_disk`; fix `domains.{name}.path` or its `format`")
+        return sorted(f for f in p.rglob("*") if f.is_file())
     return source_files(name, dspec.paths())
 
 
-def _tokenize_domain(name: str, dspec, files: list[Path], tokenizer, seed: int) -> np.ndarray:
-    docs: list[str] = []
-    budget = dspec.max_bytes or (1 << 62)
-    for f in files:
+def _hf_dataset(name: str, dspec, files: list[Path], cache_dir: Path):
+    """The domain as a `datasets.Dataset` (no hub: a saved dataset, or local files through a builder)."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # never reach for the hub at run time
+    import datasets
+
+    where = ", ".join(map(str, files[:3]))
+    try:
+        if dspec.format == "hf_disk":
+            ds = datasets.load_from_disk(os.path.expanduser(dspec.paths()[0]))
+        else:
+            builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(files[0].suffix, "text")
+            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], cache_dir=str(cache_dir / "hf"))
+    except Exception as err:  # datasets raises many kinds; the message is what the user needs
+        raise DataError(f"domain {name!r}: {where} could not be read by `datasets` ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:200] if str(err) else ''}); fix the files or `domains.{name}.format`") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if dspec.split not in ds:
+            raise DataError(f"domain {name!r}: {where} has no split {dspec.split!r} (has {list(ds)}); set `domains.{name}.split`")
+        ds = ds[dspec.split]
+    if dspec.text_column not in ds.column_names:
+        raise DataError(f"domain {name!r}: {where} has no column {dspec.text_column!r} (has {ds.column_names}); "
+                        f"set `domains.{name}.text_column`")
+    return ds
+
+
+def _documents(name: str, dspec, files: list[Path], cache_dir: Path) -> Iterator[str]:
+    """The domain's non-empty documents in a fixed order, cut at `max_bytes` of UTF-8 in total."""
+    if dspec.format in ("hf_disk", "hf_files"):
+        ds = _hf_dataset(name, dspec, files, cache_dir)
+        stream = (str(t) for batch in ds.select_columns([dspec.text_column]).iter(batch_size=1024)
+                  for t in batch[dspec.text_column] if t is not None)
+    else:
         fmt = "jsonl" if dspec.demo is not None else dspec.format
-        for doc in read_documents(name, f, fmt, dspec.text_column):
-            if doc.strip():
-                raw = doc.encode("utf-8")[:budget]
-                docs.append(raw.decode("utf-8", errors="ignore"))
-                budget -= len(raw)
-            if budget <= 0:
-                break
+        stream = (doc for f in files for doc in read_documents(name, f, fmt, dspec.text_column))
+    budget = dspec.max_bytes or (1 << 62)
+    for doc in stream:
+        if not doc.strip():
+            continue
+        raw = doc.encode("utf-8")[:budget]
+        yield raw.decode("utf-8", errors="ignore")
+        budget -= len(raw)
         if budget <= 0:
-            break
-    if not docs:
-        raise DataError(f"domain {name!r}: {', '.join(map(str, files[:3]))} hold no text; point `domains.{name}` at non-empty files")
-    # A seeded shuffle of whole documents, so the held-out tail samples the whole domain, not its last file.
-    order = np.random.default_rng(seed).permutation(len(docs))
-    encoded = tokenizer.encode([docs[i] for i in order])
-    eos = np.array([tokenizer.eos_id], dtype=encoded[0].dtype)
-    return np.concatenate([part for ids in encoded for part in (ids, eos)])
+            return
 
 
-def prepare_domains(spec, seq_len: int, log=print) -> tuple[dict[str, DomainTokens], int]:
-    """Tokenise (or load from cache) every domain; returns ({domain: tokens}, vocab size).
+# The unit held out for validation: a document, or a piece of HOLDOUT_UNIT tokens of a longer one
+# (a domain that is one long text file, a book, still gets a validation split drawn from all of it).
+HOLDOUT_UNIT = 1024
 
-    Raises DataError before any training when a domain has no data, or too few tokens to hold out
-    `spec.proxy.val_tokens_per_domain` and still train on sequences of `seq_len` tokens.
+
+def units(doc_lengths: np.ndarray) -> np.ndarray:
+    """Lengths of the holdout units of documents of these lengths (EOS included), in order."""
+    whole, rest = np.divmod(np.asarray(doc_lengths, dtype=np.int64), HOLDOUT_UNIT)
+    per_doc = whole + (rest > 0)
+    out = np.full(int(per_doc.sum()), HOLDOUT_UNIT, dtype=np.int64)
+    last = np.cumsum(per_doc) - 1
+    out[last[rest > 0]] = rest[rest > 0]
+    return out
+
+
+def _encode(tokenizer, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat token ids of docs, each followed by the end-of-document token, and the lengths of their
+    holdout units (`units`)."""
+    encoded = tokenizer.encode(docs)
+    dtype = encoded[0].dtype if encoded else np.uint16
+    eos = np.array([tokenizer.eos_id], dtype=dtype)
+    ids = np.concatenate([part for e in encoded for part in (e, eos)]) if encoded else np.zeros(0, dtype)
+    return ids, units(np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded)))
+
+
+def _tokenise_in_process(name: str, dspec, files: list[Path], cache_dir: Path, tokenizer, writer) -> None:
+    batch: list[str] = []
+    for doc in _documents(name, dspec, files, cache_dir):
+        batch.append(doc)
+        if len(batch) == 512:
+            writer.add(*_encode(tokenizer, batch))
+            batch = []
+    if batch:
+        writer.add(*_encode(tokenizer, batch))
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_tokenizer(kind: str, path: str | None):
+    from types import SimpleNamespace
+
+    return load_tokenizer(SimpleNamespace(kind=kind, path=path))
+
+
+def _ray_read_file(row: dict, name: str, fmt: str, text_column: str) -> list[dict]:
+    return [{"text": d} for d in read_documents(name, Path(row["file"]), fmt, text_column)]
+
+
+def _ray_tokenise(batch, column: str, kind: str, path: str | None):
+    import pyarrow as pa
+
+    tok = _worker_tokenizer(kind, path)
+    docs = [str(t) for t in batch.column(column).to_pylist() if t is not None and str(t).strip()]
+    encoded = tok.encode(docs)
+    eos = np.array([tok.eos_id], dtype=encoded[0].dtype if encoded else np.uint16)
+    return pa.table({"ids": pa.array([np.concatenate([e, eos]) for e in encoded],
+                                     type=pa.list_(pa.from_numpy_dtype(eos.dtype)))})
+
+
+def _tokenise_with_ray(name: str, dspec, files: list[Path], cache_dir: Path, tok_spec, writer) -> None:
+    """The same documents and ids as `_tokenise_in_process`, tokenised by Ray Data tasks across the
+    cluster; blocks come back in order (preserve_order) and are written by this process one at a time."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    if dspec.format in ("hf_disk", "hf_files"):
+        ds = ray.data.from_huggingface(_hf_dataset(name, dspec, files, cache_dir).select_columns([dspec.text_column]))
+        column = dspec.text_column
+    else:
+        ds = ray.data.from_items([{"file": str(f)} for f in files]).flat_map(
+            _ray_read_file, fn_kwargs={"name": name, "fmt": dspec.format, "text_column": dspec.text_column})
+        column = "text"
+    ds = ds.map_batches(_ray_tokenise, batch_format="pyarrow", batch_size=512,
+                        fn_kwargs={"column": column, "kind": tok_spec.kind, "path": tok_spec.path})
+    try:
+        for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            col = block.column("ids").combine_chunks()
+            if len(col):
+                writer.add(col.values.to_numpy(zero_copy_only=False), units(np.diff(col.offsets.to_numpy())))
+    except Exception as err:  # a DataError raised in a Ray task arrives wrapped; keep its one line
+        found = re.search(r"(domain '[^']*': [^\n]*)", str(err))
+        if found:
+            raise DataError(found.group(1)) from None
+        raise
+
+
+def _file_digest(path: Path, cache_dir: Path) -> str:
+    """sha256 of a file's bytes, remembered per (path, size, mtime) so an unchanged corpus is read once."""
+    st = path.stat()
+    memo = cache_dir / "digests" / config_hash(str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo.exists():
+        return memo.read_text()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(h.hexdigest())
+    return h.hexdigest()
+
+
+def _shard_root(spec) -> str:
+    root = spec.data.shard_dir or f"{spec.data.cache_dir.rstrip('/')}/shards"
+    return root if is_uri(root) else str(Path(root).expanduser())
+
+
+def prepare_domain(name: str, dspec, spec, tokenizer, log=print) -> ShardSet:
+    """The domain's cache entry, tokenised now if no finished entry has its key.
+
+    The key hashes the source files' contents (not their names), how they are read, the tokenizer's
+    location, the validation size and the seed: the same corpus copied elsewhere hits the same entry.
     """
     cache_dir = Path(spec.data.cache_dir).expanduser()
-    tokenizer = load_tokenizer(spec.tokenizer)
-    val_tokens = spec.proxy.val_tokens_per_domain
-    out: dict[str, DomainTokens] = {}
-    for name, dspec in spec.domains.items():
-        files = _domain_sources(name, dspec, cache_dir)
-        fingerprint = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        key = config_hash("tokens-v1", fingerprint, tokenizer.name, dspec.model_dump(mode="json"), spec.seed)
-        path = cache_dir / "tokens" / f"{name}-{key}.npy"
-        if path.exists():
-            stream = np.load(path, mmap_mode="r")
+    files = _domain_sources(name, dspec, cache_dir)
+    reading = dspec.model_dump(mode="json", exclude={"path"})
+    if dspec.format == "hf_disk":  # file names inside a saved dataset are part of its layout
+        fingerprint = sorted((str(f.relative_to(Path(dspec.paths()[0]).expanduser())), _file_digest(f, cache_dir)) for f in files)
+    else:
+        fingerprint = [_file_digest(f, cache_dir) for f in files]
+    key = config_hash("shards-v1", fingerprint, reading, spec.tokenizer.model_dump(mode="json"),
+                      spec.proxy.val_tokens_per_domain, spec.seed)
+    location = f"{_shard_root(spec).rstrip('/')}/{name}-{key}"
+    found = read_manifest(location)
+    if found is not None:
+        if found.tokenizer != tokenizer.identity:
+            raise DataError(f"domain {name!r}: the cached shards {location} were made with tokenizer {found.tokenizer}, "
+                            f"but `tokenizer` is now {tokenizer.identity}; restore that tokenizer, or delete {location} to tokenise again")
+        return found
+    entry = Path(location) if not is_uri(location) else cache_dir / "shards" / f"{name}-{key}"
+    entry.mkdir(parents=True, exist_ok=True)
+    raw = entry / f"raw.arrow.tmp{os.getpid()}"
+    writer = RawWriter(raw, np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32)
+    size = sum(f.stat().st_size for f in files)
+    try:
+        if size >= spec.data.ray_data_min_bytes and dspec.max_bytes is None and dspec.demo is None:
+            log(f"tokenising domain {name} with Ray Data ({size:,} bytes)")
+            _tokenise_with_ray(name, dspec, files, cache_dir, spec.tokenizer, writer)
         else:
-            stream = _tokenize_domain(name, dspec, files, tokenizer, spec.seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, stream)
-            os.replace(tmp, path)
-            log(f"tokenised domain {name}: {len(stream):,} tokens -> {path}")
-        need = val_tokens + 4 * (seq_len + 1)
-        if len(stream) < need:
-            raise DataError(
-                f"domain {name!r}: {len(stream):,} tokens, fewer than the {need:,} needed "
-                f"({val_tokens:,} validation + a few training sequences); add data or lower `proxy.val_tokens_per_domain`"
-            )
-        out[name] = DomainTokens(train=np.asarray(stream[:-val_tokens]), val=np.asarray(stream[-val_tokens:]))
+            _tokenise_in_process(name, dspec, files, cache_dir, tokenizer, writer)
+        batch_lengths = writer.close()
+        lengths = np.concatenate(batch_lengths) if batch_lengths else np.zeros(0, dtype=np.int64)
+        where = ", ".join(map(str, files[:3])) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+        if not len(lengths):
+            raise DataError(f"domain {name!r}: {where} hold no text; point `domains.{name}` at non-empty files")
+        val_tokens = spec.proxy.val_tokens_per_domain
+        if lengths.sum() - lengths.max() < val_tokens:  # the split needs whole units on both sides
+            raise DataError(f"domain {name!r}: {where} hold {int(lengths.sum()):,} tokens, too few to "
+                            f"hold out {val_tokens:,} validation tokens and still train; add data or lower `proxy.val_tokens_per_domain`")
+        is_val = choose_validation(lengths, val_tokens, spec.seed)
+        meta = {"tokenizer": tokenizer.identity, "domain": name}
+        train_files, n_train, n_val = split_raw(raw, batch_lengths, is_val, entry, meta)
+    finally:
+        raw.unlink(missing_ok=True)
+    shards = ShardSet(domain=name, location=location, train_files=tuple(train_files), val_file="val.arrow",
+                      train_tokens=n_train, val_tokens=n_val, units=len(lengths), val_units=int(is_val.sum()),
+                      dtype=str(writer.dtype), tokenizer=tokenizer.identity)
+    write_manifest(entry, shards)
+    if is_uri(location):
+        upload(entry, location)
+    log(f"tokenised domain {name}: {n_train:,} training + {n_val:,} validation tokens -> {location}")
+    return shards
+
+
+def prepare_domains(spec, seq_len: int, log=print) -> tuple[dict[str, ShardSet], int]:
+    """Tokenise (or find in the cache) every domain; returns ({domain: its shards}, vocab size).
+
+    Raises DataError before any training when a domain has no data, cannot be read, was cached with
+    another tokenizer, or is too small to hold out its validation split and train on `seq_len` windows.
+    """
+    tokenizer = load_tokenizer(spec.tokenizer)
+    out: dict[str, ShardSet] = {}
+    for name, dspec in spec.domains.items():
+        shards = prepare_domain(name, dspec, spec, tokenizer, log)
+        need = 4 * (seq_len + 1)
+        if shards.train_tokens < need:
+            raise DataError(f"domain {name!r}: {shards.train_tokens:,} training tokens after holding out "
+                            f"{shards.val_tokens:,} for validation, fewer than the {need:,} of a few training sequences; "
+                            f"add data or lower `proxy.val_tokens_per_domain`")
+        out[name] = shards
     return out, tokenizer.vocab_size
+
+
+def open_domains(data: Mapping[str, Any]) -> dict[str, DomainTokens]:
+    """What a trial reads: every domain's shards memory-mapped, from the payload `data_payload` built.
+    Raises DataError when a shard was written for another tokenizer than the sweep's."""
+    out = {}
+    for name, raw in data["domains"].items():
+        shards = ShardSet.from_json(raw)
+        try:
+            train, val = open_shards(shards, data.get("local_cache", "~/.cache/mixsweep"))
+        except ShardMismatch as err:
+            raise DataError(str(err)) from None
+        out[name] = DomainTokens(train=train, val=val[: data.get("val_tokens") or len(val)])
+    return out
+
+
+def data_payload(shards: Mapping[str, ShardSet], spec) -> dict[str, Any]:
+    """The small, JSON-only description of the data handed to every trial actor."""
+    return {"domains": {d: s.to_json() for d, s in shards.items()}, "local_cache": spec.data.cache_dir,
+            "val_tokens": spec.proxy.val_tokens_per_domain}
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -234,10 +445,15 @@ class MixtureSampler:
     is a random window of its domain's packed token stream (documents already joined by EOS).
     """
 
-    def __init__(self, train: Mapping[str, np.ndarray], weights: Mapping[str, float], seq_len: int,
+    def __init__(self, train: Mapping[str, np.ndarray | Sequence[np.ndarray]], weights: Mapping[str, float], seq_len: int,
                  batch_size: int, budget_tokens: int, seed: int) -> None:
         self.domains = list(train)
         self.train, self.seq_len, self.batch_size = train, seq_len, batch_size
+        # A domain is one array or a list of shards (memory-mapped views); a window never crosses a
+        # shard. Window starts are numbered across a domain's shards, so one draw picks shard and start
+        # (for a single array exactly the draw of rng.integers(0, len - seq_len - 1)).
+        self._shards = {d: [t] if isinstance(t, np.ndarray) else [s for s in t if len(s) > seq_len + 1] for d, t in train.items()}
+        self._starts = {d: np.cumsum([0] + [len(s) - seq_len - 1 for s in shards]) for d, shards in self._shards.items()}
         self.n_steps = budget_tokens // (seq_len * batch_size)
         if self.n_steps < 1:
             raise DataError(f"token budget {budget_tokens:,} is less than one batch ({seq_len * batch_size:,} tokens); raise `proxy.tokens_per_trial`")
@@ -257,9 +473,12 @@ class MixtureSampler:
         rng = np.random.default_rng((self.seed, step))
         out = np.empty((len(ids), self.seq_len + 1), dtype=np.int64)
         for row, i in enumerate(ids):
-            stream = self.train[self.domains[i]]
-            start = rng.integers(0, len(stream) - self.seq_len - 1)
-            out[row] = stream[start : start + self.seq_len + 1]
+            d = self.domains[i]
+            starts = self._starts[d]
+            r = rng.integers(0, starts[-1])
+            k = int(np.searchsorted(starts, r, side="right")) - 1 if len(starts) > 2 else 0
+            start = r - starts[k]
+            out[row] = self._shards[d][k][start : start + self.seq_len + 1]
         return out, ids
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -9,12 +9,13 @@ rebuilds any strategy by re-telling it in order.
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from orchestrator.mixture import Mixture
+from orchestrator.mixture import Mixture, within_caps
 from orchestrator.objective import Objective
 
 
@@ -66,8 +67,31 @@ class Strategy(abc.ABC):
         # Tokens available per domain, set by the controller once the data is prepared (None for
         # trainers that read no data). Priors (token_prior, RegMix) and per-domain caps use it.
         self.domain_tokens: dict[str, int] | None = None
+        # Upper weight per domain from the data (orchestrator.mixture.token_caps); None: no caps.
+        self.caps: dict[str, float] | None = None
         self.observations: list[Observation] = []
         self.failures: list[tuple[Mixture, str]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every strategy's `ask` is wrapped so that no proposal exceeds a cap, whoever calls it
+        # (controller, Tune searcher, recommend). Strategies with bounds (ModelStrategy, BayesOpt)
+        # already stay inside them in `set_caps`; for the rest the wrapper projects onto the caps.
+        super().__init_subclass__(**kwargs)
+        if "ask" in cls.__dict__ and not getattr(cls.__dict__["ask"], "_capped", False):
+            inner = cls.__dict__["ask"]
+
+            @functools.wraps(inner)
+            def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+                out = inner(self, n, pending)
+                return [within_caps(m, self.caps) for m in out] if self.caps else out
+
+            ask._capped = True
+            cls.ask = ask
+
+    def set_caps(self, caps: dict[str, float]) -> None:
+        """Upper weights per domain (from the tokens each domain holds); set once by the controller.
+        Subclasses that search inside bounds intersect their bounds here; ValueError when impossible."""
+        self.caps = {d: float(caps[d]) for d in self.domains if d in caps}
 
     @abc.abstractmethod
     def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from orchestrator.mixture import Mixture, cube_to_simplex, simplex_to_cube
+from orchestrator.mixture import Mixture, cube_to_simplex, simplex_to_cube, within_caps
 from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
 
 
@@ -85,6 +85,10 @@ class BayesOpt(Strategy):
         for idx, params in trials.items():
             u = np.array([params[f"u{i}"] for i in range(len(self.domains) - 1)])
             m = Mixture.from_array(self.domains, cube_to_simplex(u))
+            if self.caps and (capped := within_caps(m, self.caps)) != m:
+                # Caps are not a box in Ax's cube: run the nearest capped mixture, and tell Ax so.
+                self._client.mark_trial_abandoned(trial_index=idx)
+                m, idx = capped, self._client.attach_trial(parameters=self._params(capped))
             self._index[m.key()] = idx
             out.append(m)
         self.asked += len(out)

@@ -81,6 +81,15 @@ class ExpertStrategy(Strategy):
         self.expert_logprobs: dict[str, dict[str, np.ndarray]] = {}
         self.expert_sources: dict[str, str] = {}
 
+    def set_caps(self, caps: dict[str, float]) -> None:
+        """An expert trains on its one domain for a whole trial: every cap must allow weight 1."""
+        super().set_caps(caps)
+        short = sorted(d for d, c in self.caps.items() if c < 1.0)
+        if short:
+            raise ValueError(f"{self.kind} trains one expert per domain on {short[0]!r} alone, above its cap "
+                             f"{self.caps[short[0]]:.3f} (also short: {short[1:]}); raise data.max_epochs, lower "
+                             "proxy.tokens_per_trial, or use another strategy")
+
     def wants_token_logprobs(self, mixture: Mixture) -> bool:
         return max(mixture.weights) >= 1.0 - 1e-9
 

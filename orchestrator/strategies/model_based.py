@@ -54,6 +54,12 @@ class ModelStrategy(Strategy):
         self.bounds = Bounds.of(self.domains, self.config.min_weight, self.config.bounds)
         self._fitted: tuple[int, Surrogate, tuple[str, ...]] | None = None
 
+    def set_caps(self, caps: dict[str, float]) -> None:
+        """Intersect the configured bounds with the data's caps: every proposal stays inside both."""
+        super().set_caps(caps)
+        per = {d: (lo, min(hi, self.caps.get(d, 1.0))) for d, lo, hi in zip(self.domains, self.bounds.lower, self.bounds.upper)}
+        self.bounds = Bounds.of(self.domains, self.config.min_weight, per)
+
     # -- what subclasses provide -------------------------------------------------------------------
     @abc.abstractmethod
     def make_surrogate(self) -> Surrogate:

@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -7,7 +9,7 @@ import pytest
 
 from orchestrator.spec import parse_spec
 from workers import data as data_mod
-from workers.data import DataError, MixtureSampler, prepare_domains, sequences_per_domain
+from workers.data import DataError, MixtureSampler, data_payload, open_domains, prepare_domains, sequences_per_domain
 
 
 def _spec(domains, tmp_path, **proxy):
@@ -50,32 +52,92 @@ def test_sampler_batches_are_reproducible_per_step():
     assert not np.array_equal(s1.batch(5)[0], s1.batch(6)[0])
 
 
+def _open(spec, seq_len=128):
+    shards, vocab = prepare_domains(spec, seq_len=seq_len, log=lambda m: None)
+    return open_domains(data_payload(shards, spec)), shards, vocab
+
+
+def _flat(t) -> np.ndarray:
+    return np.concatenate(list(t.train))
+
+
 def test_validation_tokens_are_held_out_and_cache_is_reused(text_domains, tmp_path, monkeypatch):
     spec = _spec({n: {"path": str(p)} for n, p in text_domains.items()}, tmp_path)
-    tokens, vocab = prepare_domains(spec, seq_len=128, log=lambda m: None)
+    tokens, shards, vocab = _open(spec)
     assert vocab == 257
     for t in tokens.values():
-        assert len(t.val) == 2048 and len(t.train) > 10_000
+        assert len(t.val) == 2048 and t.train_tokens > 10_000
+    files = sorted(Path(s.location, f) for s in shards.values() for f in (*s.train_files, s.val_file, "manifest.json"))
+    mtimes = [f.stat().st_mtime_ns for f in files]
     # The second preparation reads the cache: tokenising again would fail here.
-    monkeypatch.setattr(data_mod, "_tokenize_domain", lambda *a: (_ for _ in ()).throw(AssertionError("re-tokenised")))
-    again, _ = prepare_domains(spec, seq_len=128, log=lambda m: None)
+    boom = lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-tokenised"))
+    monkeypatch.setattr(data_mod, "_tokenise_in_process", boom)
+    monkeypatch.setattr(data_mod, "_tokenise_with_ray", boom)
+    again, _, _ = _open(spec)
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
     for d in tokens:
         assert np.array_equal(again[d].val, tokens[d].val)
-        assert np.array_equal(again[d].train, tokens[d].train)
+        assert np.array_equal(_flat(again[d]), _flat(tokens[d]))
+
+
+def test_the_same_content_elsewhere_hits_the_same_cache_entry(text_domains, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(text_domains["vowels"], copy)
+    one = _spec({"a": {"path": str(text_domains["vowels"])}, "b": {"path": str(text_domains["digits"])}}, tmp_path)
+    two = _spec({"a": {"path": str(copy)}, "b": {"path": str(text_domains["digits"])}}, tmp_path)
+    first, _ = prepare_domains(one, seq_len=128, log=lambda m: None)
+    second, _ = prepare_domains(two, seq_len=128, log=lambda m: None)
+    assert first["a"].location == second["a"].location
+    (copy / "part0.txt").write_text("changed " * 500)
+    third, _ = prepare_domains(two, seq_len=128, log=lambda m: None)
+    assert third["a"].location != first["a"].location
+
+
+def test_trials_memory_map_the_shards(text_domains, tmp_path):
+    spec = _spec({n: {"path": str(p)} for n, p in text_domains.items()}, tmp_path)
+    tokens, shards, _ = _open(spec)
+    payload = data_payload(shards, spec)
+    assert len(json.dumps(payload)) < 2000  # what an actor is handed: names, not tokens
+    for t in tokens.values():
+        for arr in (*t.train, t.val):
+            assert not arr.flags.owndata and not arr.flags.writeable  # a view of the mapped file
+            assert arr.dtype == np.uint16
+
+
+def _text(ids: np.ndarray) -> str:
+    """Byte-tokenised text back, end-of-document tokens as newlines."""
+    return bytes(np.where(np.asarray(ids) == 256, 10, ids).astype(np.uint8)).decode(errors="replace")
 
 
 def test_validation_split_never_overlaps_training_tokens(tmp_path):
-    # Every document is unique, so a window of the validation tail found in training would be a leak.
+    # Every document is unique, so a document of the validation set found in training would be a leak.
     docs = [f"document number {i} says {i * 7919 % 10007}" for i in range(3000)]
-    (tmp_path / "a.txt").write_text("\n".join(docs[:1500]))
-    (tmp_path / "b.txt").write_text("\n".join(docs[1500:]))
-    spec = _spec({"a": {"path": str(tmp_path / "a.txt")}, "b": {"path": str(tmp_path / "b.txt")}}, tmp_path)
-    tokens, _ = prepare_domains(spec, seq_len=128, log=lambda m: None)
-    for t in tokens.values():
-        train_text = bytes(t.train[t.train < 256].astype(np.uint8)).decode()
-        val_docs = bytes(t.val[t.val < 256].astype(np.uint8)).decode().split("\n")
-        whole = [d for d in val_docs[1:-1] if d]  # first and last may be cut by the split
-        assert whole and not any(d in train_text for d in whole)
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs[:1500]))
+    (tmp_path / "b.txt").write_text("\n".join(docs[1500:]))  # one long document: held out in pieces
+    spec = _spec({"a": {"path": str(tmp_path / "a.jsonl")}, "b": {"path": str(tmp_path / "b.txt")}}, tmp_path)
+    tokens, shards, _ = _open(spec)
+    for name, t in tokens.items():
+        assert shards[name].val_units >= 2
+        train_lines = set(_text(_flat(t)).split("\n"))
+        held = _text(t.val).split("\n")[1:-1]  # the first and last line may be cut by a piece boundary
+        assert len(held) > 20 and not train_lines & set(held)
+        assert shards[name].train_tokens + shards[name].val_tokens == len(_text(_flat(t))) + shards[name].val_tokens
+
+
+def test_validation_holds_whole_documents(tmp_path):
+    rows = [f"doc {i} " + "xy" * (i % 50) for i in range(400)]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"text": r}) for r in rows))
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": r}) for r in rows[::-1]))
+    spec = _spec({"a": {"path": str(tmp_path / "a.jsonl")}, "b": {"path": str(tmp_path / "b.jsonl")}}, tmp_path,
+                 val_tokens_per_domain=1000)
+    _, shards, _ = _open(spec)
+    from workers.shards import open_shards
+
+    train, val = open_shards(shards["a"])  # the whole val file, before a trial trims it to 1000 tokens
+    held, trained = _text(val).split("\n")[:-1], _text(np.concatenate(train)).split("\n")[:-1]
+    assert len(val) >= 1000 and val[-1] == 256  # whole documents, each ending in EOS
+    assert sorted(held + trained) == sorted(rows)  # every document on exactly one side, none cut
+    assert set(held) != set(_text(open_shards(shards["b"])[1]).split("\n")[:-1])  # chosen by seed, not by position
 
 
 def test_jsonl_and_parquet_sources(tmp_path):
@@ -84,15 +146,54 @@ def test_jsonl_and_parquet_sources(tmp_path):
     pq.write_table(pa.table({"body": [r["body"] for r in rows]}), tmp_path / "b.parquet")
     spec = _spec({"a": {"path": str(tmp_path / "a.jsonl"), "text_column": "body"},
                   "b": {"path": str(tmp_path / "*.parquet"), "text_column": "body"}}, tmp_path)
-    tokens, _ = prepare_domains(spec, seq_len=128, log=lambda m: None)
-    assert len(tokens["a"].train) + len(tokens["a"].val) == len(tokens["b"].train) + len(tokens["b"].val)
+    tokens, _, _ = _open(spec)
+    assert tokens["a"].train_tokens + len(tokens["a"].val) == tokens["b"].train_tokens + len(tokens["b"].val)
+    assert np.array_equal(_flat(tokens["a"]), _flat(tokens["b"]))  # same rows, same seed: same split
+
+
+def test_hugging_face_datasets_as_domains(tmp_path):
+    import datasets
+
+    rows = [f"row {i} " + "lorem ipsum dolor " * 20 for i in range(300)]
+    datasets.Dataset.from_dict({"content": rows, "n": list(range(300))}).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"content": rows[::-1]})}).save_to_disk(str(tmp_path / "dd"))
+    pq.write_table(pa.table({"content": rows}), tmp_path / "rows.parquet")
+    spec = _spec({"disk": {"path": str(tmp_path / "saved"), "format": "hf_disk", "text_column": "content"},
+                  "dict": {"path": str(tmp_path / "dd"), "format": "hf_disk", "text_column": "content"},
+                  "files": {"path": str(tmp_path / "rows.parquet"), "format": "hf_files", "text_column": "content"},
+                  "plain": {"path": str(tmp_path / "rows.parquet"), "text_column": "content"}}, tmp_path)
+    tokens, shards, _ = _open(spec)
+    total = sum(len(r) + 1 for r in rows)
+    for name in ("disk", "dict", "files", "plain"):
+        assert shards[name].train_tokens + shards[name].val_tokens == total
+    # The same rows through `datasets` and through pyarrow give the same tokens and split.
+    assert np.array_equal(_flat(tokens["files"]), _flat(tokens["plain"]))
+    assert np.array_equal(_flat(tokens["disk"]), _flat(tokens["plain"]))
+
+
+def test_sampler_over_shards_meets_proportions_and_stays_inside_shards():
+    # Domain "a" in three shards whose values name the shard: a window crossing shards would mix them.
+    train = {"a": [np.full(5_000, k, dtype=np.uint16) for k in range(3)], "b": np.full(20_000, 9, dtype=np.uint16)}
+    w = {"a": 0.25, "b": 0.75}
+    s = MixtureSampler(train, w, seq_len=64, batch_size=16, budget_tokens=1_000_000, seed=0)
+    seen, shard_hits = {"a": 0, "b": 0}, np.zeros(3)
+    for batch, ids in s:
+        for row, i in zip(batch, ids):
+            assert len(set(row.tolist())) == 1  # one shard per window
+            seen[s.domains[i]] += 1
+            if s.domains[i] == "a":
+                shard_hits[row[0]] += 1
+    n = sum(seen.values())
+    for d in w:  # tolerance: one sequence (largest-remainder rounding of the exact split)
+        assert abs(seen[d] / n - w[d]) <= 1 / n
+    assert shard_hits.min() > 0.25 * shard_hits.sum()  # every shard is drawn from, by its size
 
 
 @pytest.mark.parametrize("setup, expected", [
     (lambda p: None, "no file matches"),
     (lambda p: (p / "x.txt").write_text("   \n"), "hold no text"),
     (lambda p: (p / "x.txt").write_bytes(b"\xff\xfe\x00bad"), "not UTF-8"),
-    (lambda p: (p / "x.txt").write_text("tiny domain"), "fewer than"),
+    (lambda p: (p / "x.txt").write_text("tiny domain"), "too few"),
     (lambda p: (p / "x.jsonl").write_text('{"content": "hi"}\n'), "no 'text' field"),
     (lambda p: pq.write_table(pa.table({"content": ["x"]}), p / "x.parquet"), "no column 'text'"),
 ])
@@ -105,3 +206,153 @@ def test_bad_data_is_one_line_naming_the_domain(tmp_path, text_domains, setup, e
         prepare_domains(spec, seq_len=128, log=lambda m: None)
     msg = str(err.value)
     assert "'broken'" in msg and expected in msg and "\n" not in msg
+
+
+def _bpe(path: Path, corpus: list[str], vocab: int) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab, special_tokens=["[UNK]", "</s>"]))
+    tok.save(str(path))
+    return path
+
+
+def test_shards_made_with_another_tokenizer_are_refused(text_domains, tmp_path):
+    corpus = [p.read_text() for d in text_domains.values() for p in sorted(d.iterdir())]
+    tok = _bpe(tmp_path / "tokenizer.json", corpus, 120)
+    spec = parse_spec({"domains": {n: {"path": str(p)} for n, p in text_domains.items()}, "tokenizer": str(tok),
+                       "proxy": {"val_tokens_per_domain": 512}, "data": {"cache_dir": str(tmp_path / "cache")}})
+    shards, _ = prepare_domains(spec, seq_len=32, log=lambda m: None)
+    payload = data_payload(shards, spec)
+    _bpe(tok, corpus, 90)  # another tokenizer saved over the same file: same cache slot, other ids
+    with pytest.raises(DataError) as err:
+        prepare_domains(spec, seq_len=32, log=lambda m: None)
+    msg = str(err.value)
+    assert "'vowels'" in msg and "tokenizer" in msg and "delete" in msg and "\n" not in msg
+    # A trial checks the shards it opens against the sweep's tokenizer too.
+    payload["domains"]["vowels"]["tokenizer"] = "hf-sha256:0000"
+    with pytest.raises(DataError, match=r"domain 'vowels': .*train-00000.arrow holds tokens of tokenizer"):
+        open_domains(payload)
+
+
+@pytest.mark.parametrize("setup, fmt, expected", [
+    (lambda p: __import__("datasets").Dataset.from_dict({"body": ["x" * 100] * 50}).save_to_disk(str(p / "x")), "hf_disk", "no column 'text'"),
+    (lambda p: (p / "x").mkdir(), "hf_disk", "not a dataset saved with `save_to_disk`"),
+    (lambda p: (p / "x.parquet").write_bytes(b"PAR1 not really parquet"), "hf_files", "could not be read by `datasets`"),
+    (lambda p: pq.write_table(pa.table({"body": ["x" * 100] * 50}), p / "x.parquet"), "hf_files", "no column 'text'"),
+])
+def test_bad_hugging_face_sources_are_one_line(tmp_path, text_domains, setup, fmt, expected):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    setup(bad)
+    path = bad / ("x" if fmt == "hf_disk" else "x*")  # hf_disk names one directory
+    spec = _spec({"good": {"path": str(text_domains["vowels"])}, "broken": {"path": str(path), "format": fmt}}, tmp_path)
+    with pytest.raises(DataError) as err:
+        prepare_domains(spec, seq_len=128, log=lambda m: None)
+    msg = str(err.value)
+    assert "'broken'" in msg and str(bad) in msg and expected in msg and "\n" not in msg
+
+
+def test_ray_data_path_writes_the_same_shards(ray_session, text_domains, tmp_path):
+    import datasets
+
+    rows = [f"row {i} " + "lorem ipsum " * (i % 40) for i in range(500)]
+    datasets.Dataset.from_dict({"text": rows}).save_to_disk(str(tmp_path / "saved"))
+    domains = {**{n: {"path": str(p)} for n, p in text_domains.items()}, "hf": {"path": str(tmp_path / "saved"), "format": "hf_disk"}}
+    local = parse_spec({"domains": domains, "proxy": {"val_tokens_per_domain": 2048},
+                        "data": {"cache_dir": str(tmp_path / "a"), "ray_data_min_bytes": 1 << 40}})
+    ray_path = parse_spec({"domains": domains, "proxy": {"val_tokens_per_domain": 2048},
+                           "data": {"cache_dir": str(tmp_path / "b"), "ray_data_min_bytes": 0}})
+    logs: list[str] = []
+    one, _ = prepare_domains(local, seq_len=128, log=logs.append)
+    assert not any("Ray Data" in m for m in logs)
+    two, _ = prepare_domains(ray_path, seq_len=128, log=logs.append)
+    assert sum("Ray Data" in m for m in logs) == 3
+    for d in domains:
+        assert one[d].to_json() | {"location": ""} == two[d].to_json() | {"location": ""}
+        for f in (*one[d].train_files, one[d].val_file):
+            assert Path(one[d].location, f).read_bytes() == Path(two[d].location, f).read_bytes()
+
+
+def test_shards_at_a_uri_are_copied_to_the_node_once(text_domains, tmp_path):
+    spec = parse_spec({"domains": {n: {"path": str(p)} for n, p in text_domains.items()},
+                       "proxy": {"val_tokens_per_domain": 2048},
+                       "data": {"cache_dir": str(tmp_path / "node"), "shard_dir": f"file://{tmp_path / 'bucket'}"}})
+    shards, _ = prepare_domains(spec, seq_len=128, log=lambda m: None)
+    assert all(s.location.startswith("file://") for s in shards.values())
+    assert (tmp_path / "bucket" / Path(shards["vowels"].location).name / "manifest.json").exists()
+    tokens = open_domains(data_payload(shards, spec))
+    local = tmp_path / "node" / "shards" / Path(shards["vowels"].location).name / "train-00000.arrow"
+    stamp = local.stat().st_mtime_ns
+    again = open_domains(data_payload(shards, spec))  # already on this node: not copied again
+    assert local.stat().st_mtime_ns == stamp
+    assert np.array_equal(again["vowels"].val, tokens["vowels"].val) and not tokens["vowels"].train[0].flags.owndata
+
+
+# ------------------------------------------------------------------------------------------- caps
+
+
+def test_caps_follow_the_tokens_and_fail_in_one_line():
+    from orchestrator.mixture import token_caps
+
+    caps = token_caps({"big": 10_000_000, "small": 50_000}, tokens_per_trial=1_000_000, max_epochs=4)
+    assert caps == {"big": 1.0, "small": pytest.approx(0.2)}
+    with pytest.raises(ValueError) as err:
+        token_caps({"a": 50_000, "b": 100_000}, tokens_per_trial=1_000_000, max_epochs=2)
+    msg = str(err.value)
+    assert "a (50,000 tokens, cap 0.100)" in msg and "b (100,000" in msg and "proxy.tokens_per_trial" in msg
+    assert "data.max_epochs" in msg and "\n" not in msg
+
+
+def test_no_strategy_proposes_above_a_cap():
+    from orchestrator.objective import Objective
+    from orchestrator.mixture import Mixture
+    from orchestrator.strategies import STRATEGIES, build_strategy
+
+    domains = ("a", "b", "small")
+    caps = {"a": 1.0, "b": 1.0, "small": 0.05}
+    optimum = np.array([0.2, 0.2, 0.6])  # outside the caps: the search pushes against them
+    objective = Objective.from_spec(parse_spec({"domains": {d: {"path": "x"} for d in domains},
+                                                "trainer": {"kind": "synthetic"}}).objective, domains)
+    options = {"fixed": {"weights": {"a": 0.1, "b": 0.1, "small": 0.8}}}
+    for kind in sorted(STRATEGIES):
+        s = build_strategy(kind, options.get(kind, {}), domains, objective, seed=0)
+        s.domain_tokens = {"a": 10**6, "b": 10**6, "small": 5_000}
+        if kind in ("mde", "mixmin"):  # one expert per domain trains on "small" alone: refused up front
+            with pytest.raises(ValueError, match="'small'.*raise data.max_epochs"):
+                s.set_caps(caps)
+            continue
+        s.set_caps(caps)
+        proposed = []
+        for _ in range(3):  # 9 proposals: past the 4-point initial design of the model-based ones
+            for m in s.ask(3, []):
+                proposed.append(m)
+                w = m.as_array()
+                s.tell(m, {d: float(1 + 3 * (w[i] - optimum[i]) ** 2) for i, d in enumerate(domains)})
+        assert proposed, kind
+        assert all(m.as_dict()["small"] <= 0.05 + 1e-6 for m in proposed), (kind, [str(m) for m in proposed])
+        assert all(abs(sum(m.weights) - 1) < 1e-5 for m in proposed)
+
+
+def test_a_sweep_whose_caps_leave_no_mixture_stops_before_training(text_domains, tmp_path):
+    from orchestrator.controller import Controller
+
+    spec = parse_spec({"domains": {n: {"path": str(p)} for n, p in text_domains.items()},
+                       "proxy": {"val_tokens_per_domain": 2048, "tokens_per_trial": 10_000_000},
+                       "data": {"cache_dir": str(tmp_path / "cache"), "max_epochs": 2}, "strategy": {"kind": "uniform"}})
+    with pytest.raises(DataError) as err:
+        Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
+    msg = str(err.value)
+    assert "vowels (" in msg and "digits (" in msg and "lower proxy.tokens_per_trial or raise data.max_epochs" in msg
+    assert not (tmp_path / "sweep" / "journal.jsonl").exists()
+
+
+def test_the_journal_keeps_caps_and_tokens():
+    from orchestrator.state import SweepState
+
+    state = SweepState()
+    state.apply({"event": "sweep_started", "name": "s", "domains": ["a", "b"], "caps": {"a": 1.0, "b": 0.3},
+                 "domain_tokens": {"a": 10**6, "b": 7_500}})
+    state.apply({"event": "sweep_resumed", "name": "s"})  # a resume that does not repeat them keeps them
+    assert state.caps == {"a": 1.0, "b": 0.3} and state.domain_tokens == {"a": 10**6, "b": 7_500}
