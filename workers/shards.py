@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -211,13 +210,3 @@ def open_shards(shards: ShardSet, local_cache: str | Path = "~/.cache/mixsweep")
     entry = local_entry(shards, local_cache)
     train = [map_ids(entry / f, shards.tokenizer, shards.domain) for f in shards.train_files]
     return train, map_ids(entry / shards.val_file, shards.tokenizer, shards.domain)
-
-
-def iter_tokens(shards: ShardSet, local_cache: str | Path = "~/.cache/mixsweep") -> Iterator[np.ndarray]:
-    train, val = open_shards(shards, local_cache)
-    yield from train
-    yield val
-
-
-def remove_entry(entry: Path) -> None:
-    shutil.rmtree(entry, ignore_errors=True)

@@ -307,7 +307,6 @@ def test_caps_follow_the_tokens_and_fail_in_one_line():
 
 def test_no_strategy_proposes_above_a_cap():
     from orchestrator.objective import Objective
-    from orchestrator.mixture import Mixture
     from orchestrator.strategies import STRATEGIES, build_strategy
 
     domains = ("a", "b", "small")
