@@ -53,9 +53,17 @@ def validate(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
         from workers.data import prepare_domains
         from workers.model import PRESETS
 
+        from orchestrator.mixture import token_caps
+        from workers.data import DataError
+
         tokens, vocab = prepare_domains(s, s.proxy.seq_len or PRESETS[s.proxy.preset].seq_len, log=lambda m: None)
+        try:  # the same caps, and the same one-line error, as `mixsweep run`
+            caps = token_caps({d: t.train_tokens for d, t in tokens.items()}, s.proxy.training_tokens(), s.data.max_epochs)
+        except ValueError as err:
+            raise DataError(str(err)) from None
         for name, t in tokens.items():
-            console.print(f"  {name}: {t.train_tokens:,} training tokens, {t.val_tokens:,} held out ({t.location})", soft_wrap=True)
+            capped = f", weight cap {caps[name]:.3f}" if caps[name] < 1 else ""
+            console.print(f"  {name}: {t.train_tokens:,} training tokens, {t.val_tokens:,} held out{capped} ({t.location})", soft_wrap=True)
     console.print(f"[green]ok[/green]: {spec} ({len(s.domains)} domains, strategy {s.strategy.kind}, "
                   f"{s.budget.trials} trials, {s.budget.concurrency} at a time)", soft_wrap=True)
 

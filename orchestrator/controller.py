@@ -107,10 +107,11 @@ class Controller:
         if self.spec.trainer.kind != "proxy":
             return None, 0
         from orchestrator.mixture import token_caps
-        from workers.data import DataError, data_payload, prepare_domains
+        from workers.data import DataError, data_payload, prepare_domains, prepare_eval_domains
 
         seq_len = self.spec.proxy.seq_len or preset_json(self.spec.proxy.preset)["seq_len"]
         shards, vocab = prepare_domains(self.spec, seq_len, log=self.log)
+        eval_shards = prepare_eval_domains(self.spec, log=self.log)
         tokens = {d: s.train_tokens for d, s in shards.items()}
         self.strategy.domain_tokens = tokens
         try:
@@ -119,7 +120,7 @@ class Controller:
         except ValueError as err:
             raise DataError(str(err)) from None
         self._data_journal = {"domain_tokens": tokens, "caps": caps, "max_epochs": self.spec.data.max_epochs}
-        return data_payload(shards, self.spec), vocab
+        return data_payload(shards, self.spec, eval_shards), vocab
 
     def _max_loss(self, vocab: int) -> float | None:
         if self.spec.budget.max_loss is not None:

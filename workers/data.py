@@ -327,7 +327,7 @@ def _shard_root(spec) -> str:
     return root if is_uri(root) else str(Path(root).expanduser())
 
 
-def prepare_domain(name: str, dspec, spec, tokenizer, log=print) -> ShardSet:
+def prepare_domain(name: str, dspec, spec, tokenizer, log=print, section: str = "domains") -> ShardSet:
     """The domain's cache entry, tokenised now if no finished entry has its key.
 
     The key hashes the source files' contents (not their names), how they are read, the tokenizer's
@@ -364,7 +364,7 @@ def prepare_domain(name: str, dspec, spec, tokenizer, log=print) -> ShardSet:
         lengths = np.concatenate(batch_lengths) if batch_lengths else np.zeros(0, dtype=np.int64)
         where = ", ".join(map(str, files[:3])) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
         if not len(lengths):
-            raise DataError(f"domain {name!r}: {where} hold no text; point `domains.{name}` at non-empty files")
+            raise DataError(f"domain {name!r}: {where} hold no text; point `{section}.{name}` at non-empty files")
         val_tokens = spec.proxy.val_tokens_per_domain
         if lengths.sum() - lengths.max() < val_tokens:  # the split needs whole units on both sides
             raise DataError(f"domain {name!r}: {where} hold {int(lengths.sum()):,} tokens, too few to "
@@ -403,11 +403,23 @@ def prepare_domains(spec, seq_len: int, log=print) -> tuple[dict[str, ShardSet],
     return out, tokenizer.vocab_size
 
 
-def open_domains(data: Mapping[str, Any]) -> dict[str, DomainTokens]:
-    """What a trial reads: every domain's shards memory-mapped, from the payload `data_payload` built.
-    Raises DataError when a shard was written for another tokenizer than the sweep's."""
+def prepare_eval_domains(spec, log=print) -> dict[str, ShardSet]:
+    """Tokenise (or find) the held-out `eval_domains` sets. They are cached like domains; trials read
+    only their validation split (`proxy.val_tokens_per_domain` tokens, whole documents), so a set
+    evaluates the same tokens in every trial and sweep."""
+    if not spec.eval_domains:
+        return {}
+    tokenizer = load_tokenizer(spec.tokenizer)
+    return {name: prepare_domain(name, dspec, spec, tokenizer, log, section="eval_domains")
+            for name, dspec in spec.eval_domains.items()}
+
+
+def open_domains(data: Mapping[str, Any], section: str = "domains") -> dict[str, DomainTokens]:
+    """What a trial reads: every domain's shards memory-mapped, from the payload `data_payload` built
+    (`section` "eval_domains": the held-out sets). Raises DataError when a shard was written for
+    another tokenizer than the sweep's."""
     out = {}
-    for name, raw in data["domains"].items():
+    for name, raw in data.get(section, {}).items():
         shards = ShardSet.from_json(raw)
         try:
             train, val = open_shards(shards, data.get("local_cache", "~/.cache/mixsweep"))
@@ -417,10 +429,11 @@ def open_domains(data: Mapping[str, Any]) -> dict[str, DomainTokens]:
     return out
 
 
-def data_payload(shards: Mapping[str, ShardSet], spec) -> dict[str, Any]:
+def data_payload(shards: Mapping[str, ShardSet], spec, eval_shards: Mapping[str, ShardSet] | None = None) -> dict[str, Any]:
     """The small, JSON-only description of the data handed to every trial actor."""
     return {"domains": {d: s.to_json() for d, s in shards.items()}, "local_cache": spec.data.cache_dir,
-            "val_tokens": spec.proxy.val_tokens_per_domain}
+            "val_tokens": spec.proxy.val_tokens_per_domain,
+            "eval_domains": {d: s.to_json() for d, s in (eval_shards or {}).items()}}
 
 
 # ------------------------------------------------------------------------------------------ sampling

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import make_text, run_cli
 from orchestrator.controller import Controller
 from orchestrator.journal import read_events, replay
 from orchestrator.spec import parse_spec
@@ -180,6 +180,39 @@ def test_mixmin_sweep_trains_experts_and_uses_their_token_logprobs(ray_session, 
         for domain, loss in e["losses"].items():  # the cached tokens reproduce the reported loss
             assert -arrays[domain].mean() == pytest.approx(loss, rel=1e-4)
     assert rec.source == "model" and 0.0 < min(rec.mixture.weights) and max(rec.mixture.weights) < 1.0
+
+
+@pytest.mark.slow
+def test_mixmin_targets_a_downstream_set_given_as_text(ray_session, text_domains, tmp_path):
+    """A downstream set that is 85% vowel-like text and 15% digit-like: every trial reports its loss,
+    the experts' arrays cover it, and MixMin's mixture for it leans to the vowels domain."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    # short documents, so the 2,048 held-out tokens (whole documents) hold both kinds
+    docs = make_text(rng, "aeiouy", 170, 12) + make_text(rng, "0123456789+=", 30, 12)
+    rng.shuffle(docs)
+    (tmp_path / "downstream.txt").write_text("\n".join(docs))
+    spec = parse_spec({
+        "name": "downstream", "domains": {n: {"path": str(p)} for n, p in text_domains.items()},
+        "eval_domains": {"downstream": {"path": str(tmp_path / "downstream.txt")}},
+        "proxy": {"preset": "debug", "tokens_per_trial": 16_384, "eval_every_tokens": 16_384, "val_tokens_per_domain": 2048},
+        "objective": {"kind": "target", "domain": "downstream"},
+        "strategy": {"kind": "mixmin"}, "budget": {"trials": 3, "concurrency": 2},
+        "data": {"cache_dir": str(tmp_path / "cache")},
+    })
+    rec = Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
+    done = [e for e in read_events(tmp_path / "sweep" / "journal.jsonl") if e["event"] == "trial_completed"]
+    assert len(done) == 3 and all(set(e["losses"]) == {"vowels", "digits", "downstream"} for e in done)
+    from orchestrator.storage import read_arrays
+
+    for e in done:
+        if "artifacts" in e:
+            arrays = read_arrays(e["artifacts"]["token_logprobs"])
+            assert -arrays["downstream"].mean() == pytest.approx(e["losses"]["downstream"], rel=1e-4)
+    w = rec.mixture.as_dict()
+    assert 0.6 < w["vowels"] < 0.99 and "downstream" in rec.predicted
+    assert rec.objective == pytest.approx(rec.predicted["downstream"])
 
 
 def test_a_sweep_seeded_with_a_runs_table_starts_from_it(ray_session, tmp_path):
