@@ -355,3 +355,19 @@ def test_the_journal_keeps_caps_and_tokens():
                  "domain_tokens": {"a": 10**6, "b": 7_500}})
     state.apply({"event": "sweep_resumed", "name": "s"})  # a resume that does not repeat them keeps them
     assert state.caps == {"a": 1.0, "b": 0.3} and state.domain_tokens == {"a": 10**6, "b": 7_500}
+
+
+def test_the_controller_hands_trials_shard_names_and_caps_the_strategy(text_domains, tmp_path):
+    from orchestrator.controller import Controller
+
+    spec = parse_spec({"domains": {n: {"path": str(p)} for n, p in text_domains.items()},
+                       "proxy": {"val_tokens_per_domain": 2048, "tokens_per_trial": 80_000},
+                       "data": {"cache_dir": str(tmp_path / "cache"), "max_epochs": 1}, "strategy": {"kind": "sobol"}})
+    c = Controller(spec, tmp_path / "sweep", log=lambda m: None)
+    payload, vocab = c._prepare_data()
+    tokens = {d: s["train_tokens"] for d, s in payload["domains"].items()}
+    assert vocab == 257 and len(json.dumps(payload)) < 2000 and all(40_000 < n < 80_000 for n in tokens.values())
+    assert c.strategy.caps == {d: pytest.approx(n / 80_000) for d, n in tokens.items()}
+    assert c._data_journal == {"domain_tokens": tokens, "caps": c.strategy.caps, "max_epochs": 1}
+    for m in c.strategy.ask(8, []):  # sobol cannot take bounds: its points are projected onto the caps
+        assert all(m.as_dict()[d] <= c.strategy.caps[d] + 1e-6 for d in tokens)
