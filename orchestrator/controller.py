@@ -81,6 +81,10 @@ class Controller:
         if getattr(self.strategy, "needs_token_logprobs", False) and spec.trainer.kind != "proxy":
             raise SpecError(f"`strategy.kind`: {spec.strategy.kind} needs per-token log-probabilities of domain experts, "
                             "which only the proxy trainer writes; use `trainer: {kind: proxy}` or another strategy")
+        needs = getattr(self.strategy, "needs_proxy_trainer", None)  # why the strategy needs it, in words
+        if needs and spec.trainer.kind != "proxy":
+            raise SpecError(f"`strategy.kind`: {spec.strategy.kind} {needs}, which only the proxy trainer does; "
+                            "use `trainer: {kind: proxy}` or another strategy")
         self._trial_key = self._trial_config()
         self._timeout_s = attempt_timeout_s(spec)
         self._kill_after = _fault_hook()
@@ -258,13 +262,17 @@ class Controller:
         proposals = self.strategy.ask(n, [r.mixture for r in self.running.values()])
         proposal_s = round(time.perf_counter() - t0, 4)
         for mixture in proposals[:n]:
-            tid = trial_id(mixture, self._trial_key, self.spec.seed)
+            # Trainer options the strategy wants for this trial (experts' log-probabilities, DoReMi's
+            # reference and proxy runs) are part of its id: DoReMi's proxy run at the reference mixture
+            # is not the reference run. Without options the id is what it always was.
+            options = self.strategy.trial_options(mixture)
+            tid = trial_id(mixture, {**self._trial_key, "options": options} if options else self._trial_key, self.spec.seed)
             known = self.state.trials.get(tid)
             if known is not None:
                 self._reuse(known, mixture)
                 continue
             self._record("trial_proposed", trial=tid, mixture=mixture.as_dict(), proposal_s=proposal_s,
-                         strategy=self.spec.strategy.kind)
+                         strategy=self.spec.strategy.kind, options=options)
             self._start(tid, mixture)
 
     def _reuse(self, known, mixture: Mixture) -> None:
@@ -294,8 +302,11 @@ class Controller:
         attempt = self.state.trials[tid].attempts + 1
         name = f"trial-{tid}" if attempt == 1 else f"trial-{tid}-{attempt}"
         self._record("trial_started", trial=tid, attempt=attempt, actor=name)
+        # The options journaled with the proposal, so a retry or a resumed sweep runs the trial as it was
+        # proposed (a journal from before options were recorded has none: ask the strategy again).
+        options = self.state.trials[tid].options
         payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict(), "trial_dir": shared,
-                   "token_logprobs": getattr(self.strategy, "wants_token_logprobs", lambda m: False)(mixture)}
+                   "options": options if options is not None else self.strategy.trial_options(mixture)}
         actor, gen = launch(name, payload, self._data_ref, self.where)
         now = time.time()
         self.running[gen] = Running(tid, mixture, actor, now, now + (self._timeout_s or math.inf))
@@ -317,7 +328,8 @@ class Controller:
             self._record("trial_placed", trial=run.trial, node_id=message.node_id, pid=message.pid, gpus=message.gpus)
             return
         record = self._record("trial_progress", trial=run.trial, step=message.step, tokens=message.tokens,
-                              losses=message.losses, elapsed_s=round(message.elapsed_s, 3))
+                              losses=message.losses, **({"weights": message.weights} if message.weights else {}),
+                              elapsed_s=round(message.elapsed_s, 3))
         with open(trial_dir(self.dir, run.trial) / "progress.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
         bad = {d: v for d, v in message.losses.items() if not math.isfinite(v) or (self._bound and v > self._bound)}
@@ -355,7 +367,9 @@ class Controller:
         body = {"trial": run.trial, "mixture": run.mixture.as_dict(), **result.to_json()}
         body.pop("kind")
         write_json_atomic(trial_dir(self.dir, run.trial) / "result.json", body)
-        artifacts = {k: result.info[k] for k in ("token_logprobs",) if k in result.info}
+        # What the trial wrote or learnt for the strategy (expert log-probabilities, DoReMi's reference
+        # weights and averaged weights): journaled, so resume tells it again (resume.tell_artifacts).
+        artifacts = {k: result.info[k] for k in ("token_logprobs", "final_weights", "online") if k in result.info}
         self._record("trial_completed", trial=run.trial, losses=result.losses, loss_stderr=result.loss_stderr,
                      objective=self.objective(result.losses), tokens=result.tokens, steps=result.steps,
                      wall_s=round(time.time() - run.started, 3), **({"artifacts": artifacts} if artifacts else {}))

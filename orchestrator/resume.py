@@ -85,3 +85,5 @@ def tell_artifacts(strategy: Strategy, mixture: Mixture, artifacts: dict[str, st
         from orchestrator.storage import read_arrays
 
         strategy.tell_expert(mixture, read_arrays(location), source=location)
+    if artifacts and hasattr(strategy, "tell_artifacts"):  # e.g. DoReMi: reference weights, averaged weights
+        strategy.tell_artifacts(mixture, artifacts)

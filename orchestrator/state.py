@@ -26,6 +26,7 @@ class TrialRecord:
     proposal_s: float | None = None
     placement: dict[str, Any] | None = None  # node, pid and GPUs of the latest attempt
     failed_attempts: list[str] = field(default_factory=list)  # why earlier attempts ended (died, hung)
+    options: dict[str, Any] | None = None  # trainer options the strategy asked for (part of the id); None: not recorded
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,9 @@ class TrialRecord:
             "wall_s": self.wall_s,
             "placement": self.placement,
             "failed_attempts": self.failed_attempts,
+            **({"options": self.options} if self.options else {}),
+            # online mixing (DoReMi's proxy run): the domain weights at the latest evaluation
+            **({"online_weights": self.last_progress["weights"]} if (self.last_progress or {}).get("weights") else {}),
         }
 
 
@@ -77,7 +81,8 @@ class SweepState:
             self.caps = e.get("caps", self.caps)
             self.finished = False
         elif kind == "trial_proposed":
-            self.trials[e["trial"]] = TrialRecord(e["trial"], e["mixture"], proposed_seq=e["seq"], proposal_s=e.get("proposal_s"))
+            self.trials[e["trial"]] = TrialRecord(e["trial"], e["mixture"], proposed_seq=e["seq"], proposal_s=e.get("proposal_s"),
+                                                  options=e.get("options"))
         elif kind == "trial_started":
             t = self.trials[e["trial"]]
             t.status, t.attempts = TrialStatus.RUNNING, e.get("attempt", t.attempts + 1)
@@ -90,7 +95,7 @@ class SweepState:
         elif kind == "trial_progress":
             t = self.trials[e["trial"]]
             t.progress_events += 1
-            t.last_progress = {k: e[k] for k in ("step", "tokens", "losses") if k in e}
+            t.last_progress = {k: e[k] for k in ("step", "tokens", "losses", "weights") if k in e}
         elif kind == "trial_completed":
             t = self.trials[e["trial"]]
             t.status, t.losses, t.loss_stderr = TrialStatus.COMPLETED, e["losses"], e.get("loss_stderr")

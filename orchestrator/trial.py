@@ -45,6 +45,7 @@ class Progress:
     tokens: int
     losses: dict[str, float]
     elapsed_s: float = 0.0
+    weights: dict[str, float] | None = None  # online mixing (DoReMi): the domain weights at this step
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "progress", **asdict(self)}

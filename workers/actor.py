@@ -45,9 +45,19 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
     opened = open_domains(data)
     train = {d: t.train for d, t in opened.items()}
     val = {d: t.val for d, t in opened.items()}
-    logprobs_to = f"{payload['trial_dir']}/token_logprobs.npz" if payload.get("token_logprobs") else None
+    # Per-trial options the strategy asked for (Strategy.trial_options; part of the trial id). Files go to
+    # the trial's directory, a path or URI that every node reaches.
+    options = payload.get("options") or {}
+    logprobs_to = f"{payload['trial_dir']}/token_logprobs.npz" if options.get("token_logprobs") else None
+    weights_to = f"{payload['trial_dir']}/final_weights.pt" if options.get("save_final_weights") else None
+    online = None
+    if "online" in options:
+        from workers.online import build_online
+
+        online = build_online(options["online"], list(train), config.preset, int(payload["vocab_size"]), config.resolved()[0])
     return train_proxy(config, mixture, train, val, int(payload["vocab_size"]), report, device=payload.get("device"),
-                       checkpoint_dir=payload.get("trial_dir"), token_logprobs_to=logprobs_to)
+                       checkpoint_dir=payload.get("trial_dir"), token_logprobs_to=logprobs_to, online=online,
+                       final_weights_to=weights_to)
 
 
 class TrialActor:

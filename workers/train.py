@@ -59,7 +59,7 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
                 val: Mapping[str, np.ndarray], vocab_size: int,
                 on_eval: Callable[[Progress], None] = lambda p: None,
                 device: str | torch.device | None = None, checkpoint_dir: str | Path | None = None,
-                token_logprobs_to: str | None = None) -> TrialResult:
+                token_logprobs_to: str | None = None, online=None, final_weights_to: str | None = None) -> TrialResult:
     """Train a fresh proxy on `mixture` for `config.tokens` tokens; evaluate every domain periodically.
 
     Args:
@@ -71,6 +71,11 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
             uninterrupted run (batches depend only on (seed, step); see MixtureSampler.batch).
         token_logprobs_to: path or URI; when set (expert trials of MDE / MixMin), the final model's
             per-token log-probabilities on every validation set are written there as .npz.
+        online: an online mixer (workers/online.py, e.g. DoReMi) that sees every batch's per-token losses,
+            updates its domain weights and returns the loss to minimise; its weights go out with each
+            Progress, its state into checkpoints, and its summary into `info["online"]`.
+        final_weights_to: path or URI; when set (DoReMi's reference run), the final model's weights are
+            written there (Checkpointer.write_weights) and named in `info["final_weights"]`.
     Returns the final evaluation as a TrialResult (losses in nats/token).
     """
     t0 = time.perf_counter()
@@ -85,15 +90,25 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
     tokens_per_step = batch_size * seq_len
     eval_every = max(1, config.eval_every_tokens // tokens_per_step)
     ckpt = Checkpointer(checkpoint_dir, config.checkpoint_every_tokens, tokens_per_step)
+    ckpt.online = online
     start, losses, stderr = ckpt.restore(model, opt)
+    if online is not None:
+        on_eval = online.reporting(on_eval)
+        if start and online.resample:  # batches after a resume follow the restored weights
+            sampler.set_weights(online.weights, start)
     for step in range(start, sampler.n_steps):
-        batch, _ = sampler.batch(step)
+        batch, domain_ids = sampler.batch(step)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, sampler.n_steps, peak_lr, config.warmup_fraction)
         x = torch.from_numpy(batch).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = model(input_ids=x[:, :-1]).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+        if online is None:
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+        else:  # the mixer weighs the per-token losses (and may re-mix the steps still to come)
+            loss = online.loss(x, domain_ids, F.cross_entropy(logits.float().transpose(1, 2), x[:, 1:], reduction="none"))
+            if online.resample:
+                sampler.set_weights(online.weights, step + 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -112,6 +127,11 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
 
         write_arrays(token_logprobs_to, token_logprobs(model, val, seq_len, batch_size, device, amp))
         info["token_logprobs"] = token_logprobs_to
+    if online is not None:
+        info["online"] = online.summary()
+    if final_weights_to:
+        Checkpointer.write_weights(final_weights_to, model)
+        info["final_weights"] = final_weights_to
     return TrialResult(losses=losses, loss_stderr=stderr, tokens=sampler.tokens, steps=sampler.n_steps,
                        wall_s=time.perf_counter() - t0, info=info)
 
@@ -119,6 +139,8 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
 class Checkpointer:
     """Model + optimiser + step in `<dir>/checkpoint.pt`, written whole (a path or a pyarrow URI, so a
     retry on another node finds it when the sweep directory is on shared storage)."""
+
+    online = None  # an online mixer whose state (weights, running average) is saved with the model
 
     def __init__(self, directory: str | Path | None, every_tokens: int | None, tokens_per_step: int) -> None:
         self.location = f"{str(directory).rstrip('/')}/checkpoint.pt" if directory and every_tokens else None
@@ -134,6 +156,8 @@ class Checkpointer:
         state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)  # never unpickle from a sweep dir
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if self.online is not None and "online" in state:
+            self.online.load_state_dict(state["online"])
         return state["step"], state["losses"], state["stderr"]
 
     def maybe_save(self, step: int, model, opt, losses: dict, stderr: dict) -> None:
@@ -143,5 +167,25 @@ class Checkpointer:
             return
         buf = io.BytesIO()
         torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "losses": losses, "stderr": stderr}, buf)
+                    "losses": losses, "stderr": stderr,
+                    **({"online": self.online.state_dict()} if self.online is not None else {})}, buf)
         write_bytes(self.location, buf.getvalue())
+
+    @staticmethod
+    def write_weights(location: str, model: torch.nn.Module) -> None:
+        """The model's weights alone (no optimiser), whole, at a path or URI (another node may read them)."""
+        from orchestrator.storage import write_bytes
+
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+        write_bytes(str(location), buf.getvalue())
+
+    @staticmethod
+    def read_weights(location: str) -> dict[str, torch.Tensor] | None:
+        """Weights written by `write_weights`, on the CPU; None if there is no file."""
+        from orchestrator.storage import read_bytes
+
+        blob = read_bytes(str(location))
+        if blob is None:
+            return None
+        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)  # never unpickle from a sweep dir

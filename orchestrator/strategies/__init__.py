@@ -3,6 +3,7 @@
 from orchestrator.strategies.base import Recommendation, Strategy
 from orchestrator.strategies.baselines import Sobol, Uniform
 from orchestrator.strategies.bayesopt import BayesOpt
+from orchestrator.strategies.doremi import DoReMi
 from orchestrator.strategies.experts import MDE, MixMin
 from orchestrator.strategies.fixed import Fixed, TokenPrior
 from orchestrator.strategies.gp import GP
@@ -10,7 +11,7 @@ from orchestrator.strategies.laws import BiMix, MixingLaw
 from orchestrator.strategies.regmix import RegMix
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.kind: cls for cls in (BayesOpt, GP, RegMix, MixingLaw, BiMix, MDE, MixMin, Sobol, Uniform, Fixed, TokenPrior)
+    cls.kind: cls for cls in (BayesOpt, GP, RegMix, MixingLaw, BiMix, MDE, MixMin, DoReMi, Sobol, Uniform, Fixed, TokenPrior)
 }
 
 

@@ -98,6 +98,12 @@ class Strategy(abc.ABC):
         """Up to n new mixtures, different from `pending` (those running). Empty: nothing to add now;
         when nothing is pending either, the strategy has nothing left to try."""
 
+    def trial_options(self, mixture: Mixture) -> dict[str, Any]:
+        """Trainer options for a mixture just returned by `ask` (e.g. {"token_logprobs": True} for MDE's
+        experts, {"save_final_weights": True} or {"online": {...}} for DoReMi). They are part of the
+        trial's id and journaled with its proposal; only the proxy trainer acts on them. Default: none."""
+        return {}
+
     def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
         """A trial finished with these per-domain losses (nats/token)."""
         self.observations.append(Observation(mixture, dict(losses), dict(loss_stderr or {})))

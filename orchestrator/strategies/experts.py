@@ -93,6 +93,9 @@ class ExpertStrategy(Strategy):
     def wants_token_logprobs(self, mixture: Mixture) -> bool:
         return max(mixture.weights) >= 1.0 - 1e-9
 
+    def trial_options(self, mixture: Mixture) -> dict[str, Any]:
+        return {"token_logprobs": True} if self.wants_token_logprobs(mixture) else {}
+
     def tell_expert(self, mixture: Mixture, logprobs: Mapping[str, np.ndarray], source: str = "") -> None:
         domain = mixture.domains[int(np.argmax(mixture.weights))]
         self.expert_logprobs[domain] = dict(logprobs)

@@ -1,0 +1,237 @@
+"""DoReMi: the online mixer (real tiny trainings), the strategy's stages and state, a real Ray sweep."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.mixture import Mixture
+from orchestrator.objective import Objective
+from orchestrator.spec import ObjectiveSpec
+from orchestrator.strategies import build_strategy
+from workers.data import MixtureSampler
+from workers.model import PRESETS, build_model
+from workers.online import DoReMiMixer, OnlineMixError, build_online
+from workers.train import Checkpointer, TrainConfig, train_proxy
+
+VOCAB, SEQ = 32, 32
+
+
+def _two_domains(n: int = 20_000) -> tuple[dict, dict]:
+    """`easy`: 0 1 0 1 ..., learnt by any model in a few steps. `hard`: a noisy permutation chain
+    (next = perm[token] 70% of the time, else a random token): learnable, but only over many steps.
+
+    DoReMi follows the excess loss (proxy minus reference, clipped at 0), the loss the proxy could still
+    lose. It is largest where the proxy lags the reference most: on `hard`, which the reference has
+    learnt over a whole run and a young proxy has not; `easy` is learnt by both almost at once. (Pure
+    random tokens would be hard too, but no model can learn them, so their excess is ~0 and DoReMi
+    would rightly give them little weight.)"""
+    rng = np.random.default_rng(0)
+    perm, noise, rand = rng.permutation(VOCAB), rng.random(n) < 0.3, rng.integers(0, VOCAB, n)
+    hard = np.zeros(n, dtype=np.int64)
+    for t in range(1, n):
+        hard[t] = rand[t] if noise[t] else perm[hard[t - 1]]
+    full = {"easy": np.tile(np.arange(2), n // 2).astype(np.int64), "hard": hard}
+    return {d: v[:-2048] for d, v in full.items()}, {d: v[-2048:] for d, v in full.items()}
+
+
+def _config(steps: int, seed: int = 0) -> TrainConfig:
+    return TrainConfig(preset="debug", tokens=steps * 16 * SEQ, eval_every_tokens=10**9, seq_len=SEQ, batch_size=16, seed=seed)
+
+
+@pytest.mark.slow
+def test_doremi_moves_weight_toward_the_domain_where_the_proxy_lags_the_reference(tmp_path):
+    torch.set_num_threads(1)
+    train, val = _two_domains()
+    uniform = {"easy": 0.5, "hard": 0.5}
+    ref = train_proxy(_config(40), uniform, train, val, VOCAB, device="cpu", final_weights_to=str(tmp_path / "ref.pt"))
+    assert ref.info["final_weights"] == str(tmp_path / "ref.pt") and ref.losses["hard"] > ref.losses["easy"]
+    seen = []
+    mixer = build_online({"kind": "doremi", "reference": ref.info["final_weights"], "eta": 1.0, "smoothing": 1e-3},
+                         list(train), "debug", VOCAB, SEQ)
+    proxy = train_proxy(_config(40), uniform, train, val, VOCAB, on_eval=seen.append, device="cpu", online=mixer)
+    online = proxy.info["online"]
+    assert online["steps"] == 40
+    assert online["average"]["hard"] > 0.65  # uniform was 0.5; measured about 0.77
+    assert sum(online["average"].values()) == pytest.approx(1.0)
+    assert seen[-1].weights == online["final"]  # the weights went out with the progress
+
+
+def _mixer(eta: float, smoothing: float, k: int = 3) -> DoReMiMixer:
+    return DoReMiMixer([f"d{i}" for i in range(k)], build_model(PRESETS["debug"], VOCAB, SEQ), eta=eta, smoothing=smoothing)
+
+
+def test_online_weights_stay_on_the_simplex_and_honour_smoothing():
+    rng = np.random.default_rng(1)
+    c, k = 0.05, 3
+    m = _mixer(eta=4.0, smoothing=c, k=k)
+    for _ in range(50):
+        before = m.alpha.copy()
+        lam = rng.exponential(3.0, size=k) * (rng.random(k) < 0.7)  # some domains absent from a batch
+        m.update(lam)
+        assert m.alpha.sum() == pytest.approx(1.0) and m.alpha.min() >= c / k - 1e-12
+        expected = before * np.exp(4.0 * lam)  # the paper's step, written out
+        assert m.alpha == pytest.approx((1 - c) * expected / expected.sum() + c / k)
+    assert m.steps == 50 and sum(m.average().values()) == pytest.approx(1.0)
+    full = _mixer(eta=4.0, smoothing=1.0)  # c = 1: always uniform
+    for _ in range(5):
+        full.update(rng.exponential(3.0, size=3))
+    assert full.alpha == pytest.approx(np.full(3, 1 / 3))
+    still = _mixer(eta=1.0, smoothing=1e-3)
+    still.update(np.zeros(3))  # no excess anywhere: nothing moves
+    assert still.alpha == pytest.approx(np.full(3, 1 / 3))
+
+
+def test_reweighted_loss_is_the_alpha_weighted_mean_of_per_domain_losses():
+    m = _mixer(eta=1.0, smoothing=0.0, k=2)
+    m.alpha = np.array([0.8, 0.2])
+    m.update = lambda lam: None  # keep alpha fixed to check the objective alone
+    tokens = torch.randint(0, VOCAB, (4, SEQ + 1))
+    token_losses = torch.tensor([[1.0] * SEQ, [3.0] * SEQ, [2.0] * SEQ, [2.0] * SEQ])
+    loss = m.loss(tokens, np.array([0, 0, 1, 1]), token_losses)
+    assert loss.item() == pytest.approx(0.8 * 2.0 + 0.2 * 2.0)
+    loss = m.loss(tokens, np.array([0, 1, 1, 1]), token_losses)
+    assert loss.item() == pytest.approx(0.8 * 1.0 + 0.2 * (3.0 + 2.0 + 2.0) / 3)
+
+
+def test_set_weights_remixes_only_the_steps_to_come():
+    rng = np.random.default_rng(0)
+    train = {"a": rng.integers(0, 9, 5000), "b": rng.integers(0, 9, 5000)}
+    s = MixtureSampler(train, {"a": 0.5, "b": 0.5}, 16, 8, 16 * 8 * 20, seed=3)
+    early = [s.batch(i)[1].copy() for i in range(5)]
+    s.set_weights({"a": 1.0, "b": 0.0}, 5)
+    assert all(np.array_equal(s.batch(i)[1], e) for i, e in enumerate(early))
+    assert all((s.batch(i)[1] == 0).all() for i in range(5, 20))
+    assert sum(s.counts.values()) == 20 * 8 and s.counts["b"] == sum(int((e == 1).sum()) for e in early)
+    again = MixtureSampler(train, {"a": 0.5, "b": 0.5}, 16, 8, 16 * 8 * 20, seed=3)
+    again.set_weights({"a": 1.0, "b": 0.0}, 5)  # the same weights at the same step: the same batches
+    assert np.array_equal(again.schedule, s.schedule)
+
+
+def test_online_options_name_a_missing_reference_in_one_line(tmp_path):
+    with pytest.raises(OnlineMixError, match="no reference weights"):
+        build_online({"kind": "doremi", "reference": str(tmp_path / "nope.pt")}, ["a"], "debug", VOCAB, SEQ)
+    with pytest.raises(OnlineMixError, match="unknown"):
+        build_online({"kind": "odm"}, ["a"], "debug", VOCAB, SEQ)
+    model = build_model(PRESETS["debug"], VOCAB, SEQ)
+    Checkpointer.write_weights(str(tmp_path / "w.pt"), model)
+    back = Checkpointer.read_weights(str(tmp_path / "w.pt"))
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------------ strategy
+
+
+def _strategy(**options):
+    domains = ("a", "b", "c")
+    objective = Objective.from_spec(ObjectiveSpec(), domains)
+    return build_strategy("doremi", options, domains, objective, seed=0)
+
+
+def _drive(s, stop_after: int):
+    """Run the three stages with made-up trial outputs, as the controller would tell them."""
+    ref = s.ask(1, [])
+    steps = [("reference", ref[0], s.trial_options(ref[0]))]
+    if stop_after == 0:
+        return steps
+    s.tell_artifacts(ref[0], {"final_weights": "/sweep/trials/tref/final_weights.pt"})
+    s.tell(ref[0], {"a": 2.0, "b": 3.0, "c": 4.0})
+    proxy = s.ask(1, [])
+    steps.append(("proxy", proxy[0], s.trial_options(proxy[0])))
+    if stop_after == 1:
+        return steps
+    s.tell_artifacts(proxy[0], {"online": {"kind": "doremi", "average": {"a": 0.2, "b": 0.3, "c": 0.5}, "steps": 9}})
+    s.tell(proxy[0], {"a": 2.5, "b": 3.5, "c": 4.5})
+    final = s.ask(1, [])
+    steps.append(("final", final[0], s.trial_options(final[0])))
+    return steps
+
+
+def test_doremi_stages_ask_reference_then_proxy_then_the_averaged_weights():
+    s = _strategy(eta=0.5)
+    (_, ref, ref_opts), (_, proxy, proxy_opts), (_, final, final_opts) = _drive(s, 2)
+    assert ref == proxy == Mixture.uniform(("a", "b", "c"))
+    assert ref_opts == {"save_final_weights": True}
+    assert proxy_opts["online"] == {"kind": "doremi", "reference": "/sweep/trials/tref/final_weights.pt", "eta": 0.5,
+                                    "smoothing": 1e-3, "resample": False}
+    assert final.as_dict() == {"a": 0.2, "b": 0.3, "c": 0.5} and final_opts == {}
+    assert s.ask(1, [final]) == []  # waits for it
+    s.tell(final, {"a": 1.0, "b": 1.0, "c": 1.0})
+    assert s.ask(1, []) == []  # done
+    rec = s.recommend()
+    assert rec.mixture == final and rec.predicted == {"a": 1.0, "b": 1.0, "c": 1.0} and rec.source == "observed"
+
+
+def test_a_restored_doremi_strategy_proposes_exactly_what_the_original_would():
+    for stage in range(3):
+        original = _strategy()
+        _drive(original, stage)
+        state = json.loads(json.dumps(original.state_dict()))  # JSON only
+        restored = _strategy()
+        restored.load_state_dict(state)
+        for s in (original, restored):  # the stage's trial finishes the same way for both
+            if stage == 2:
+                s.tell(s.proposal(), {"a": 1.0, "b": 1.1, "c": 0.9})
+        a, b = original.ask(1, []), restored.ask(1, [])
+        assert a == b and [original.trial_options(m) for m in a] == [restored.trial_options(m) for m in b]
+        assert original.roles == restored.roles
+        if stage == 2:
+            assert restored.recommend().to_json() == original.recommend().to_json()
+
+
+def test_a_failed_stage_stops_doremi_and_the_recommendation_says_why():
+    s = _strategy()
+    _drive(s, 1)
+    s.tell_failed(Mixture.uniform(("a", "b", "c")), "diverged")
+    assert s.ask(2, []) == []
+    rec = s.recommend()
+    assert rec.mixture == Mixture.uniform(("a", "b", "c")) and "proxy trial failed" in rec.notes[-1]
+
+
+def test_doremi_refuses_trainers_other_than_the_proxy(tmp_path):
+    from orchestrator.controller import Controller
+    from orchestrator.spec import SpecError, parse_spec
+
+    spec = parse_spec({"domains": {"a": {}, "b": {}}, "trainer": {"kind": "synthetic"}, "strategy": {"kind": "doremi"}})
+    with pytest.raises(SpecError, match=r"^`strategy.kind`: doremi .*only the proxy trainer.*trainer: \{kind: proxy\}"):
+        Controller(spec, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_doremi_sweep_on_ray_recommends_a_measured_run_at_the_averaged_weights(ray_session, text_domains, tmp_path):
+    from orchestrator.controller import Controller
+    from orchestrator.journal import read_events
+    from orchestrator.spec import parse_spec
+    from orchestrator.state import SweepState
+
+    spec = parse_spec({
+        "name": "doremi", "domains": {n: {"path": str(p)} for n, p in text_domains.items()},
+        "proxy": {"preset": "debug", "tokens_per_trial": 16_384, "eval_every_tokens": 8192, "val_tokens_per_domain": 2048},
+        "strategy": {"kind": "doremi"}, "budget": {"trials": 4, "concurrency": 2},
+        "data": {"cache_dir": str(tmp_path / "cache")},
+    })
+    rec = Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
+    events = list(read_events(tmp_path / "sweep" / "journal.jsonl"))
+    proposed = [e for e in events if e["event"] == "trial_proposed"]
+    done = {e["trial"]: e for e in events if e["event"] == "trial_completed"}
+    assert len(proposed) == 3 and len(done) == 3  # reference, proxy, the averaged weights; nothing more
+    ref, proxy, final = proposed
+    assert ref["mixture"] == proxy["mixture"] and ref["trial"] != proxy["trial"]  # same mixture, other trials
+    assert ref["options"] == {"save_final_weights": True} and proxy["options"]["online"]["kind"] == "doremi"
+    assert proxy["options"]["online"]["reference"] == done[ref["trial"]]["artifacts"]["final_weights"]
+    average = done[proxy["trial"]]["artifacts"]["online"]["average"]
+    assert final["mixture"] == pytest.approx(average, abs=1e-6) and final["options"] == {}
+    weights = [e["weights"] for e in events if e["event"] == "trial_progress" and e["trial"] == proxy["trial"]]
+    assert len(weights) == 2 and all(sum(w.values()) == pytest.approx(1.0) for w in weights)
+    assert rec.mixture.as_dict() == final["mixture"] and rec.source == "observed"
+    assert rec.predicted == done[final["trial"]]["losses"]
+    state = SweepState()
+    for e in events:
+        state.apply(e)
+    assert state.trials[proxy["trial"]].to_json()["online_weights"] == weights[-1]  # what `status --json` shows
