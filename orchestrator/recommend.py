@@ -1,6 +1,7 @@
 """`mixsweep recommend`: fit a strategy to a runs table and answer without training anything.
 
-    mixsweep recommend --runs RUNS [--objective mean|loss.<d>|weighted:<d>=<x>,...] [--strategy NAME]
+    mixsweep recommend --runs RUNS [--objective mean|loss.<d>|weighted:<d>=<x>,...|worst|worst:excess]
+                       [--constraints max_excess=<x>,loss.<d><=<x>,...] [--strategy NAME]
                        [--propose N] [--predict CANDIDATES] --out FILE
 
 - no --propose/--predict: the recommended mixture with predicted per-domain losses and std (JSON);
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,9 +47,47 @@ DEFAULT_STRATEGY = "gp"
 OFFLINE_OPTIONS: dict[str, dict[str, Any]] = {"gp": {"fit_maxiter": 200}}
 
 
-def parse_objective(text: str, loss_domains: tuple[str, ...]) -> Objective:
-    """`mean` | `loss.<d>` | `weighted:<d>=<x>,...` over the table's loss domains."""
+def parse_objective(text: str, loss_domains: tuple[str, ...], constraints: str = "") -> Objective:
+    """`mean` | `loss.<d>` | `weighted:<d>=<x>,...` | `worst` | `worst:excess` over the table's loss
+    domains, with `constraints` `max_excess=<x>,loss.<d><=<x>,...` (see `parse_constraints`)."""
+    base = _parse_kind(text, loss_domains)
+    max_excess, max_loss = parse_constraints(constraints, loss_domains)
+    if not (max_excess is not None or max_loss):
+        return base
+    extra = ", ".join(([f"each domain <= reference + {max_excess:g}"] if max_excess is not None else [])
+                      + [f"{d} <= {v:g}" for d, v in max_loss.items()])
+    return replace(base, description=f"{base.description} s.t. {extra}", max_excess=max_excess, max_loss=max_loss,
+                   reference={})
+
+
+def parse_constraints(text: str, loss_domains: tuple[str, ...]) -> tuple[float | None, dict[str, float]]:
+    """`max_excess=<x>` (no domain more than x nats above the uniform run) and `loss.<d><=<x>` caps,
+    comma-separated; returns (max_excess, {domain: cap})."""
+    max_excess, caps = None, {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, value = part.partition("<=") if "<=" in part else part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not np.isfinite(number):
+            raise RunsTableError(f"--constraints: {part!r} is not max_excess=<x> or loss.<domain><=<x>; "
+                                 "e.g. max_excess=0.02,loss.code<=3.2")
+        if name.strip() == "max_excess" and sep == "=" and number >= 0:
+            max_excess = number
+        elif sep == "<=" and name.strip().startswith(LOSS):
+            caps[_known(name.strip()[len(LOSS):], loss_domains)] = number
+        else:
+            raise RunsTableError(f"--constraints: {part!r}: use max_excess=<x >= 0> or loss.<domain><=<x>")
+    return max_excess, caps
+
+
+def _parse_kind(text: str, loss_domains: tuple[str, ...]) -> Objective:
     text = text.strip()
+    if text in ("worst", "worst:excess"):
+        excess = text == "worst:excess"
+        what = "worst excess loss over the uniform run" if excess else "worst per-domain loss"
+        return Objective({d: 1.0 for d in loss_domains}, what, kind="worst", excess=excess)
     if text == "mean":
         return Objective({d: 1.0 / len(loss_domains) for d in loss_domains}, "mean of per-domain losses")
     if text.startswith(LOSS):
@@ -66,7 +106,7 @@ def parse_objective(text: str, loss_domains: tuple[str, ...]) -> Objective:
         if not weights or any(w < 0 or not np.isfinite(w) for w in weights.values()) or total <= 0:
             raise RunsTableError("--objective: weighted needs finite weights >= 0 with a positive sum; e.g. weighted:code=2,web=1")
         return Objective({d: w / total for d, w in weights.items() if w > 0}, "weighted " + text[len("weighted:"):])
-    raise RunsTableError(f"--objective {text!r}: use mean, loss.<domain> or weighted:<domain>=<x>,...")
+    raise RunsTableError(f"--objective {text!r}: use mean, loss.<domain>, weighted:<domain>=<x>,..., worst or worst:excess")
 
 
 def _known(domain: str, loss_domains: tuple[str, ...]) -> str:
@@ -89,9 +129,21 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
         raise RunsTableError(f"--strategy {kind}: {str(err).splitlines()[0]}") from None
     needed = strategy.min_runs() if isinstance(strategy, ModelStrategy) else 1
     require_runs(table, needed, f"strategy {kind}")
+    if objective.needs_reference:
+        _observe_reference(table, objective)
     for mixture, losses in zip(table.mixtures(), table.loss_dicts()):
         strategy.tell(mixture, losses)
     return strategy
+
+
+def _observe_reference(table: RunsTable, objective: Objective) -> None:
+    """The reference losses from the table's run at the uniform mixture (weights within 0.002: tables
+    round their weights); one-line error when the table has none."""
+    off = np.abs(table.weights - 1.0 / len(table.domains)).max(axis=1)
+    if off.min() > 2e-3:
+        raise RunsTableError("worst:excess and max_excess are measured against a run at the uniform mixture, "
+                             "which the runs table lacks; add that run (weight.<d> = 1/k each) or drop them")
+    objective.reference.update(table.loss_dicts()[int(np.argmin(off))])
 
 
 def predict_candidates(strategy: Strategy, candidates: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -106,17 +158,18 @@ def predict_candidates(strategy: Strategy, candidates: pd.DataFrame, source: str
                              f"{'; missing ' + str(missing) if missing else ''}{'; unknown ' + str(extra) if extra else ''}")
     W = W[:, [domains.index(d) for d in strategy.domains]]
     mean, std, loss_domains = strategy.predict_losses(W)
-    coef = strategy.coefficients(loss_domains)
     out = candidates.copy()
-    out["predicted"] = mean @ coef
-    out["predicted_std"] = np.sqrt((std**2) @ coef**2)
+    out["predicted"], out["predicted_std"] = strategy.objective.compose(mean, std, loss_domains)
+    if strategy.objective.constrained:
+        out["predicted_violation"] = strategy.objective.violation(mean, loss_domains)
     return out
 
 
 def recommend_command(
     runs: Path = typer.Option(..., "--runs", help="Runs table (CSV or Parquet): weight.<domain> and loss.<domain> columns."),
     out: Path = typer.Option(..., "--out", help="Output file: .json, or .csv/.parquet for --propose/--predict tables."),
-    objective: str = typer.Option("mean", "--objective", help="mean | loss.<domain> | weighted:<domain>=<x>,..."),
+    objective: str = typer.Option("mean", "--objective", help="mean | loss.<domain> | weighted:<domain>=<x>,... | worst | worst:excess"),
+    constraints: str = typer.Option("", "--constraints", help="max_excess=<x> (over the uniform run), loss.<domain><=<x>; comma-separated."),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Strategy to fit: " + ", ".join(sorted(STRATEGIES))),
     propose: Optional[int] = typer.Option(None, "--propose", min=1, help="Write the next N mixtures to run."),
     predict: Optional[Path] = typer.Option(None, "--predict", help="Table of candidate mixtures (weight.* columns) to score."),
@@ -130,8 +183,10 @@ def recommend_command(
         table = read_runs(runs)
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
-    fitted = fit_strategy(table, parse_objective(objective, table.loss_domains), strategy, seed)
-    context = {"runs": str(runs), "runs_used": len(table), "strategy": strategy, "objective_spec": objective}
+    constraints = constraints if isinstance(constraints, str) else ""  # called as a function: typer's default object
+    fitted = fit_strategy(table, parse_objective(objective, table.loss_domains, constraints), strategy, seed)
+    context = {"runs": str(runs), "runs_used": len(table), "strategy": strategy, "objective_spec": objective,
+               **({"constraints": constraints} if constraints else {})}
     if predict is not None:
         frame = predict_candidates(fitted, read_frame(predict), f"candidates {predict.name}")
         _write_table_or_json(frame, out, context)

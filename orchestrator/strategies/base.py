@@ -106,6 +106,7 @@ class Strategy(abc.ABC):
 
     def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
         """A trial finished with these per-domain losses (nats/token)."""
+        self.objective.observe(mixture.as_dict(), losses)  # learns the reference run's losses
         self.observations.append(Observation(mixture, dict(losses), dict(loss_stderr or {})))
 
     def tell_failed(self, mixture: Mixture, reason: str) -> None:
@@ -113,19 +114,45 @@ class Strategy(abc.ABC):
         self.failures.append((mixture, reason))
 
     def recommend(self) -> Recommendation:
-        """Default: the best observed mixture, with its observed losses."""
+        """Default: the best observed mixture, with its observed losses; under constraints the best
+        of the runs that satisfy them (the least violating one, said in `notes`, when none does)."""
         if not self.observations:
             raise ValueError("no completed trial yet: nothing to recommend")
-        best = min(self.observations, key=lambda o: self.objective(o.losses))
+        notes = self.objective.notes()
+        violation = [self.objective.violated_by(o.losses) for o in self.observations]
+        feasible = [o for o, v in zip(self.observations, violation) if v <= 0]
+        if feasible:
+            best = min(feasible, key=lambda o: self.objective(o.losses))
+        else:
+            best = self.observations[min(range(len(violation)), key=violation.__getitem__)]
+            notes.append(f"no observed run satisfies the constraints; least violating run shown (by {max(min(violation), 0):.4f} nats)")
         return Recommendation(
             mixture=best.mixture,
             predicted=dict(best.losses),
             predicted_std=dict(best.loss_stderr),
             objective=self.objective(best.losses),
-            objective_std=self.objective.std(best.loss_stderr),
+            objective_std=self.objective.std(best.loss_stderr, best.losses),
             source="observed",
             trials_used=len(self.observations),
+            notes=notes,
         )
+
+    def checked(self, rec: Recommendation) -> Recommendation:
+        """A model's recommendation under the objective's constraints: kept when its predicted losses
+        (mean + 1 std, where the model gives a std) satisfy them and some observed run does too;
+        otherwise the best feasible observed run, with the reason in `notes`."""
+        notes = rec.notes + [n for n in self.objective.notes() if n not in rec.notes]
+        if not self.objective.constrained or rec.source != "model":
+            return Recommendation(**{**rec.__dict__, "notes": notes})
+        upper = {d: v + rec.predicted_std.get(d, 0.0) for d, v in rec.predicted.items()}
+        predicted = self.objective.violated_by(upper)
+        observed = Strategy.recommend(self) if self.observations else None  # the best observed, not the model's
+        if predicted > 0 and observed is not None:
+            why = f"the model's mixture is predicted to violate the constraints by {predicted:.4f} nats; best feasible observed run instead"
+            return Recommendation(**{**observed.__dict__, "notes": [*rec.notes, why, *observed.notes]})
+        if observed is not None and observed.notes and observed.notes[-1].startswith("no observed run"):
+            notes.append("no observed run satisfies the constraints; the model's mixture is predicted to, unverified")
+        return Recommendation(**{**rec.__dict__, "notes": notes})
 
     def state_dict(self) -> dict[str, Any]:
         """JSON state. The default lets any strategy be rebuilt by re-telling its history."""

@@ -39,6 +39,10 @@ class BayesOpt(Strategy):
         self.asked = 0
         self._client = self._new_client()
         self._index: dict[str, int] = {}  # mixture key -> Ax trial index of trials Ax knows as running
+        # Results held back from Ax until the reference run completes (an excess objective is
+        # undefined before): their trials stay RUNNING in Ax, i.e. pending points.
+        self._held: list[tuple[Mixture, dict[str, float], dict[str, float]]] = []
+        self._constraints_at: tuple[str, ...] = ()
 
     def _new_client(self):
         from ax.api.client import Client
@@ -51,11 +55,13 @@ class BayesOpt(Strategy):
             parameters=[RangeParameterConfig(name=f"u{i}", parameter_type="float", bounds=(0.0, 1.0)) for i in range(k - 1)],
             name="mixture",
         )
-        terms = " + ".join(f"{c!r}*{_metric(d)}" for d, c in self.objective.coefficients.items())
-        client.configure_optimization(objective=f"-({terms})")  # Ax maximises; we minimise loss
-        others = [d for d in self.domains if d not in self.objective.coefficients]
+        self._configure_optimization(client)
+        used = set(self.objective.coefficients) if self.objective.linear else set()
+        others = [_metric(d) for d in self.domains if d not in used]
+        # Limit metrics not constrained yet (those relative to the reference run) are tracked until then.
+        others += [_limit_metric(d) for d in self._limited() if f"{_limit_metric(d)} <=" not in " ".join(self._constraints_at)]
         if others:
-            client.configure_tracking_metrics([_metric(d) for d in others])
+            client.configure_tracking_metrics(others)
         client.configure_generation_strategy(
             method=self.config.method,
             initialization_budget=self.config.initial_trials or k + 1,
@@ -63,6 +69,33 @@ class BayesOpt(Strategy):
             initialize_with_center=True,  # the centre of the cube is the uniform-ish mixture: a useful first run
         )
         return client
+
+    def _configure_optimization(self, client) -> None:
+        """The objective (Ax maximises; we minimise loss) and the constraints as Ax outcome constraints
+        `loss_<d> <= limit`; limits relative to the reference run are added once its losses are known.
+        A linear objective is Ax's scalarised expression over the domain metrics (one GP each); `worst`
+        is not linear, so it is its own metric, computed from each run's losses."""
+        if self.objective.linear:
+            terms = " + ".join(f"{c!r}*{_metric(d)}" for d, c in self.objective.coefficients.items())
+            objective = f"-({terms})"
+        else:
+            objective = f"-{OBJECTIVE_METRIC}"
+        limits = self.objective.limits(self.domains)
+        # Ax allows no constraint on a metric of the objective, so a constrained domain's loss is also
+        # reported as `limit_<d>` (the same numbers), which the constraint names.
+        self._constraints_at = tuple(f"{_limit_metric(d)} <= {float(lim)!r}" for d, lim in zip(self.domains, limits) if np.isfinite(lim))
+        client.configure_optimization(objective=objective, outcome_constraints=list(self._constraints_at) or None)
+
+    def _limited(self) -> list[str]:
+        """Domains a constraint may limit (every objective domain under max_excess)."""
+        domains = set(self.objective.max_loss) | (set(self.objective.coefficients) if self.objective.max_excess is not None else set())
+        return [d for d in self.domains if d in domains]
+
+    def _reference_asked(self, pending: list[Mixture]) -> bool:
+        ref = self.objective.reference_point(self.domains)
+        seen = [o.mixture for o in self.observations] + list(pending) + [m for m, _ in self.failures]
+        return (self.objective.reference_known or Mixture.from_array(self.domains, ref).key() in self._index
+                or any(np.max(np.abs(m.as_array() - ref)) <= 1e-6 for m in seen))
 
     def _params(self, mixture: Mixture) -> dict[str, float]:
         u = simplex_to_cube(mixture.as_array())
@@ -80,8 +113,15 @@ class BayesOpt(Strategy):
             self._ensure_known(m)
         if n < 1:
             return []
-        trials = self._client.get_next_trials(max_trials=n)
         out = []
+        if self.objective.needs_reference and not self._reference_asked(pending):
+            # `excess` and `max_excess` are measured against a run at the reference mixture: run it first.
+            out.append(Mixture.from_array(self.domains, self.objective.reference_point(self.domains)))
+            self._ensure_known(out[0])
+            if n == 1:
+                self.asked += 1
+                return out
+        trials = self._client.get_next_trials(max_trials=n - len(out))
         for idx, params in trials.items():
             u = np.array([params[f"u{i}"] for i in range(len(self.domains) - 1)])
             m = Mixture.from_array(self.domains, cube_to_simplex(u))
@@ -96,10 +136,21 @@ class BayesOpt(Strategy):
 
     def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
         super().tell(mixture, losses, loss_stderr)
-        idx = self._ensure_known(mixture)
-        data = {_metric(d): (float(v), float((loss_stderr or {}).get(d, 0.0))) for d, v in losses.items() if d in self.domains}
-        self._client.complete_trial(trial_index=idx, raw_data=data)
-        del self._index[mixture.key()]
+        self._ensure_known(mixture)
+        self._held.append((mixture, dict(losses), dict(loss_stderr or {})))
+        if self.objective.excess and not self.objective.reference_known:
+            return  # the objective metric is undefined until the reference run completes
+        if self.objective.max_excess is not None and self.objective.reference_known:
+            limits = self.objective.limits(self.domains)
+            if len(self._constraints_at) < int(np.isfinite(limits).sum()):
+                self._configure_optimization(self._client)  # the reference is known: add its constraints
+        for m, lo, se in self._held:
+            data = {_metric(d): (float(v), float(se.get(d, 0.0))) for d, v in lo.items() if d in self.domains}
+            data.update({_limit_metric(d): data[_metric(d)] for d in self._limited() if _metric(d) in data})
+            if not self.objective.linear:
+                data[OBJECTIVE_METRIC] = (self.objective(lo), self.objective.std(se, lo))
+            self._client.complete_trial(trial_index=self._index.pop(m.key()), raw_data=data)
+        self._held = []
 
     def tell_failed(self, mixture: Mixture, reason: str) -> None:
         super().tell_failed(mixture, reason)
@@ -125,20 +176,20 @@ class BayesOpt(Strategy):
         std = {d: float(prediction[_metric(d)][1]) for d in mean}
         if not all(d in mean for d in self.objective.coefficients):
             return base
-        return Recommendation(
+        return self.checked(Recommendation(
             mixture=mixture,
             predicted=mean,
             predicted_std=std,
             objective=self.objective(mean),
-            objective_std=self.objective.std(std),
+            objective_std=self.objective.std(std, mean),
             source="model",
             trials_used=len(self.observations),
-        )
+        ))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Rebuild Ax from the history rather than unpickling its internals: JSON only.
         self._client = self._new_client()
-        self._index = {}
+        self._index, self._held = {}, []
         super().load_state_dict(state)
 
 
@@ -149,6 +200,13 @@ def _quiet_ax() -> None:
     for name in list(logging.root.manager.loggerDict):
         if name.split(".")[0] in ("ax", "botorch"):
             logging.getLogger(name).setLevel(logging.ERROR)
+
+
+OBJECTIVE_METRIC = "objective"  # the metric of a nonlinear (worst) objective
+
+
+def _limit_metric(domain: str) -> str:
+    return f"limit_{domain}"
 
 
 def _metric(domain: str) -> str:

@@ -136,18 +136,21 @@ class MixMin(ExpertStrategy):
             idx = rng.permutation(ens.logp[j].shape[1])
             cut = int(len(idx) * (1 - self.config.holdout))
             fit[j], held[j] = idx[:cut], (idx[cut:] if cut < len(idx) else idx)
-        coef = self.coef(ens)
+        def objective(v: np.ndarray) -> float:  # penalised under constraints; convex for mean and worst
+            return float(self.objective.penalised(ens.losses(v, fit)[0], ens.eval_domains))
+
         w = np.full(len(self.domains), 1.0 / len(self.domains))
-        trace = [float(ens.losses(w, fit)[0] @ coef)]
+        trace = [objective(w)]
         eta = self.config.eta
         for _ in range(self.config.max_steps):
-            g = ens.gradient(w, coef, fit)
+            # Chain rule: the objective's gradient in the losses (coefficients; for `worst` a smooth max).
+            g = ens.gradient(w, self.objective.gradient(ens.losses(w, fit)[0], ens.eval_domains), fit)
             if np.max(np.abs(g - g.mean())) < self.config.tol:  # the simplex ignores a constant shift
                 break
             for _halving in range(20):  # backtrack: every accepted step lowers the objective
                 step = w * np.exp(-eta * (g - g.min()))
                 step /= step.sum()
-                value = float(ens.losses(step, fit)[0] @ coef)
+                value = objective(step)
                 if value <= trace[-1]:
                     break
                 eta /= 2
@@ -176,8 +179,8 @@ class MixMin(ExpertStrategy):
         ran = [o for o in self.observations if o.mixture == mixture]
         if ran:
             notes.append("trained at this mixture: " + ", ".join(f"{d}={v:.4f}" for d, v in ran[0].losses.items()))
-        return Recommendation(mixture=mixture, predicted=predicted, predicted_std={}, objective=self.objective(predicted),
-                              objective_std=0.0, source="model", trials_used=len(self.observations), notes=notes)
+        return self.checked(Recommendation(mixture=mixture, predicted=predicted, predicted_std={}, objective=self.objective(predicted),
+                                           objective_std=0.0, source="model", trials_used=len(self.observations), notes=notes))
 
 
 class MDE(ExpertStrategy):
@@ -208,7 +211,7 @@ class MDE(ExpertStrategy):
         rng = np.random.default_rng((self.seed, len(self.observations), self.asked))
         W = np.vstack([rng.dirichlet(np.ones(len(self.domains)), size=self.config.candidates),
                        rng.dirichlet(np.full(len(self.domains), 0.3), size=self.config.candidates // 2)])
-        score = self._predict(ens, W) @ self.coef(ens)
+        score = self.objective.penalised(self._predict(ens, W), ens.eval_domains)
         picked: list[np.ndarray] = []
         for i in np.argsort(score):
             if all(np.abs(W[i] - a).sum() > 0.05 for a in avoid + picked):
@@ -244,7 +247,8 @@ class MDE(ExpertStrategy):
         std = fit[1] if fit is not None else np.zeros(len(pred))
         predicted = dict(zip(ens.eval_domains, pred.tolist()))
         note = "regression on MDE features" if fit is not None else "MDE ensemble estimate only (no mixture runs yet)"
-        return Recommendation(mixture=Mixture.from_array(self.domains, w), predicted=predicted,
-                              predicted_std=dict(zip(ens.eval_domains, std.tolist())), objective=self.objective(predicted),
-                              objective_std=self.objective.std(dict(zip(ens.eval_domains, std.tolist()))), source="model",
-                              trials_used=len(self.observations), notes=[note])
+        return self.checked(Recommendation(
+            mixture=Mixture.from_array(self.domains, w), predicted=predicted,
+            predicted_std=dict(zip(ens.eval_domains, std.tolist())), objective=self.objective(predicted),
+            objective_std=self.objective.std(dict(zip(ens.eval_domains, std.tolist())), predicted), source="model",
+            trials_used=len(self.observations), notes=[note]))

@@ -20,7 +20,8 @@ from pydantic import Field, model_validator
 from orchestrator.mixture import Mixture
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
 from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
-from orchestrator.surrogates.base import Surrogate, compose, single_threaded
+from orchestrator.objective import CONSTRAINT_PENALTY
+from orchestrator.surrogates.base import Surrogate, single_threaded
 
 
 # Standard deviations added to the predicted objective when choosing the recommendation.
@@ -113,14 +114,17 @@ class ModelStrategy(Strategy):
         """The first `count` design points (count, k): the uniform mixture, then Sobol points, all
         projected into the bounds."""
         k = len(self.domains)
-        pts = np.vstack([np.full((1, k), 1.0 / k), sobol_simplex(max(count - 1, 1), k, seed=self.seed)])
+        # The first point is the objective's reference mixture (uniform unless the spec names one):
+        # `excess` and `max_excess` are measured against its run.
+        first = self.objective.reference_point(self.domains)[None, :]
+        pts = np.vstack([first, sobol_simplex(max(count - 1, 1), k, seed=self.seed)])
         return project(pts[:count], self.bounds)
 
     def training_data(self) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         """X (n, k) mixtures, Y (n, m) losses and the m loss domains every observation reports."""
         reported = tuple(d for d in self.observations[0].losses if all(d in o.losses for o in self.observations))
         loss_domains = self.modelled_domains(reported)
-        missing = sorted(set(self.objective.coefficients) - set(loss_domains))
+        missing = sorted((set(self.objective.coefficients) | set(self.objective.max_loss)) - set(loss_domains))
         if missing:
             raise ValueError(f"the objective needs losses on {missing}, which not every run reports; "
                              f"choose an objective over {list(loss_domains)}")
@@ -144,21 +148,36 @@ class ModelStrategy(Strategy):
         return np.array([self.objective.coefficients.get(d, 0.0) for d in loss_domains])
 
     def predicted_objective(self, W: np.ndarray) -> np.ndarray:
-        """The surrogate's mean objective at mixtures W (n, k), (n,) nats/token."""
+        """The surrogate's objective at mixtures W (n, k), (n,) nats/token, plus the constraint penalty
+        on the predicted mean losses (objective.CONSTRAINT_PENALTY per nat of violation)."""
         surrogate, loss_domains = self.surrogate()
-        mean, _ = surrogate.predict(W)
-        return mean @ self.coefficients(loss_domains)
+        mean, std = surrogate.predict(W)
+        if self.objective.linear:
+            value = mean @ self.coefficients(loss_domains)
+        else:
+            value = self.objective.compose(mean, std, loss_domains)[0]
+        return value + self.penalty(mean, loss_domains)
+
+    def penalty(self, losses: np.ndarray, loss_domains: tuple[str, ...]) -> np.ndarray:
+        """CONSTRAINT_PENALTY per nat by which loss rows (n, m) break the objective's constraints, (n,)."""
+        if not self.objective.constrained:
+            return np.zeros(len(losses))
+        return self.objective.penalised(losses, loss_domains) - self.objective.values(losses, loss_domains)
 
     def best_observed(self, count: int) -> np.ndarray:
-        """The `count` observed mixtures with the lowest objective, (count, k)."""
-        order = sorted(range(len(self.observations)), key=lambda i: self.objective(self.observations[i].losses))
+        """The `count` observed mixtures with the lowest objective (penalised under constraints), (count, k)."""
+        def score(o) -> float:
+            return self.objective(o.losses) + CONSTRAINT_PENALTY * max(self.objective.violated_by(o.losses), 0.0)
+        order = sorted(range(len(self.observations)), key=lambda i: score(self.observations[i]))
         return np.array([self.observations[i].mixture.as_array() for i in order[:count]])
 
     def predicted_upper(self, W: np.ndarray, risk: float) -> np.ndarray:
-        """Predicted objective + risk * its std at W (n, k): (n,), nats/token."""
+        """Predicted objective + risk * its std at W (n, k): (n,), nats/token; under constraints, the
+        penalty on the per-domain upper bounds (mean + risk * std), so the pick is feasible with margin."""
         surrogate, loss_domains = self.surrogate()
-        mean, std = compose(*surrogate.predict(W), self.coefficients(loss_domains))
-        return mean + risk * std
+        mean, std = surrogate.predict(W)
+        value, value_std = self.objective.compose(mean, std, loss_domains)
+        return value + risk * value_std + self.penalty(mean + risk * std, loss_domains)
 
     def model_optimum(self, rng: np.random.Generator, polish: int = 3, risk: float = 0.0) -> np.ndarray:
         """Minimiser (k,) inside the bounds of the predicted objective plus `risk` standard deviations
@@ -181,13 +200,13 @@ class ModelStrategy(Strategy):
         w = self.model_optimum(np.random.default_rng([self.seed, len(self.observations), 7]), risk=RECOMMEND_RISK)
         surrogate, loss_domains = self.surrogate()
         mean, std = surrogate.predict(w[None, :])
-        obj, obj_std = compose(mean, std, self.coefficients(loss_domains))
-        return Recommendation(
+        obj, obj_std = self.objective.compose(mean, std, loss_domains)
+        return self.checked(Recommendation(
             mixture=Mixture.from_array(self.domains, w),
             predicted=dict(zip(loss_domains, map(float, mean[0]))),
             predicted_std=dict(zip(loss_domains, map(float, std[0]))),
             objective=float(obj[0]), objective_std=float(obj_std[0]), source="model",
-            trials_used=len(self.observations), notes=[f"surrogate: {surrogate.name}"])
+            trials_used=len(self.observations), notes=[f"surrogate: {surrogate.name}"]))
 
     def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         """Predicted per-domain loss mean and std (n, m) at mixtures W (n, k), with the m domains."""

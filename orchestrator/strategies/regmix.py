@@ -84,7 +84,11 @@ class RegMix(OptimumStrategy):
 
     def initial_design(self, n: int) -> list[Mixture]:
         rng = np.random.default_rng([self.seed, self.asked, 1])
-        return [Mixture.from_array(self.domains, w) for w in self.swarm(n, rng)]
+        pts = self.swarm(n, rng)
+        if self.asked == 0 and n > 0 and self.objective.needs_reference:
+            # `excess` and `max_excess` are measured against a run at the reference mixture: run it first.
+            pts[0] = project(self.objective.reference_point(self.domains), self.bounds)[0]
+        return [Mixture.from_array(self.domains, w) for w in pts]
 
     def explore(self, n: int, first: int, rng: np.random.Generator) -> list[Mixture]:
         return self.initial_design(n) if n > 0 else []
