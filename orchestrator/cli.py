@@ -1,4 +1,4 @@
-"""`mixsweep`: run | resume | submit | logs | validate | status | report | recommend.
+"""`mixsweep`: run | resume | submit | logs | validate | status | report | recommend | export.
 
 User errors (spec, data, sweep directory, journal) print one line, `error: ...`, and exit 2 with no
 traceback; anything already computed stays on disk.
@@ -34,6 +34,7 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.controller import SweepDirExists
+    from orchestrator.export import ExportError
     from orchestrator.lock import SweepLocked
     from orchestrator.resume import SpecChanged
     from orchestrator.runs import RunsTableError
@@ -41,7 +42,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from workers.corpus import CorpusError
     from workers.data import DataError
 
-    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError)
+    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError, ExportError)
 
 
 @app.command()
@@ -183,6 +184,21 @@ def report(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
     SweepStore(dir).push(force=True)
     for name, p in paths.items():
         console.print(f"{name}: {p}")
+
+
+@app.command("export")
+def export_(dir: str = typer.Argument(..., help="Sweep directory (path or URI)."),
+            format: str = typer.Option(..., "--format", help="json | yaml | megatron | hf | runs"),
+            out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: report/<mixture.json, mixture.yaml, megatron_blend.txt, interleave.py, runs.csv>)."),
+            paths: Optional[str] = typer.Option(None, "--paths", help="megatron: domain=PATH,... (data prefixes; default: the spec's single-file paths).")) -> None:
+    """Write the recommended mixture for the production run (JSON, YAML, Megatron blend, HF interleave) or the runs table."""
+    from orchestrator.export import export
+
+    local = _local(dir)
+    written = export(local, format, out=out, paths=paths, spec=frozen_spec(local) if format == "megatron" else None)
+    if out is None:
+        SweepStore(dir).push(force=True)
+    console.print(f"{format}: {written}", soft_wrap=True, highlight=False)
 
 
 def _register_recommend() -> None:

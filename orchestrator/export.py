@@ -1,0 +1,171 @@
+"""`mixsweep export DIR --format F`: the recommended mixture in the forms a production run reads.
+
+Formats (each parses back to the same weights; tests/unit/test_export.py checks every one):
+- `json`, `yaml`: {"mixture": {domain: weight}, "domains": [...], objective, source, sweep};
+- `megatron`: one line of `weight path` pairs, as Megatron-LM's `--data-path` (or a `--data-args-path`
+  file) takes them; paths from the spec's domains where each is one file, else from `--paths`;
+- `hf`: a short Python file calling `datasets.interleave_datasets(..., probabilities=[...])` with the
+  domain order stated (domains of weight 0 are left out: `all_exhausted` would wait on them forever);
+- `runs`: the runs table of every completed trial (DESIGN.md section 5), CSV or Parquet by extension.
+
+The recommendation is the journal's `recommended` event, or the best completed trial of a sweep that
+stopped before recommending (as `mixsweep report` does). Bad input raises `ExportError` (one line).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from orchestrator.journal import replay
+from orchestrator.runs import runs_frame, write_frame
+from orchestrator.state import SweepState
+from orchestrator.sweepdir import JOURNAL, REPORT
+
+FORMATS = ("json", "yaml", "megatron", "hf", "runs")
+DEFAULT_FILES = {"json": "mixture.json", "yaml": "mixture.yaml", "megatron": "megatron_blend.txt",
+                 "hf": "interleave.py", "runs": "runs.csv"}
+_GLOB = set("*?[")
+
+
+class ExportError(ValueError):
+    """An export problem, as one line: what is wrong and the fix."""
+
+
+def recommendation(state: SweepState) -> dict[str, Any]:
+    """The sweep's recommendation (journal), else its best completed trial; ExportError if neither."""
+    if state.recommendation is not None:
+        return dict(state.recommendation)
+    best = state.best()
+    if best is None:
+        raise ExportError("the sweep has no completed trial, so no mixture to export; run or resume it first")
+    return {"mixture": best.mixture, "predicted_losses": best.losses, "objective": best.objective,
+            "source": "observed", "trials_used": len(state.completed), "notes": ["sweep not finished: best observed trial"]}
+
+
+def parse_paths(text: str | None) -> dict[str, str]:
+    """`--paths domain=PATH,...` as {domain: path}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, path = part.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ExportError(f"--paths: {part!r} is not domain=PATH; e.g. --paths web=/data/web_text_document,code=/data/code")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def spec_paths(spec: Any) -> dict[str, str]:
+    """Each training domain's path in the spec, where it names one file (not a glob, list or demo)."""
+    out = {}
+    for name, d in spec.domains.items():
+        if isinstance(d.path, str) and not (_GLOB & set(d.path)) and not Path(d.path).expanduser().is_dir():
+            out[name] = d.path
+    return out
+
+
+def render_json(rec: Mapping[str, Any], sweep: str) -> str:
+    return json.dumps(_document(rec, sweep), indent=2) + "\n"
+
+
+def render_yaml(rec: Mapping[str, Any], sweep: str) -> str:
+    return yaml.safe_dump(_document(rec, sweep), sort_keys=False)
+
+
+def render_megatron(mixture: Mapping[str, float], paths: Mapping[str, str]) -> str:
+    """`w1 path1 w2 path2 ...` in the mixture's domain order; ExportError naming a domain without a path."""
+    missing = [d for d in mixture if d not in paths]
+    if missing:
+        raise ExportError(f"megatron: no data path for domain(s) {missing} (the spec names no single file for them); "
+                          f"pass --paths {missing[0]}=PATH[,...] (Megatron's indexed-dataset prefix)")
+    for d, p in paths.items():
+        if any(c.isspace() for c in p):
+            raise ExportError(f"megatron: path of domain {d!r} contains whitespace, which a blend list cannot hold; rename it")
+    return " ".join(f"{float(w)!r} {paths[d]}" for d, w in mixture.items()) + "\n"
+
+
+def parse_megatron(text: str) -> list[tuple[float, str]]:
+    """(weight, path) pairs of a blend list."""
+    parts = text.split()
+    if len(parts) % 2:
+        raise ValueError("a blend list holds weight-path pairs")
+    return [(float(parts[i]), parts[i + 1]) for i in range(0, len(parts), 2)]
+
+
+def render_hf(mixture: Mapping[str, float], sweep: str, stopping_strategy: str = "all_exhausted") -> str:
+    domains = [d for d, w in mixture.items() if w > 0]
+    dropped = [d for d, w in mixture.items() if w <= 0]
+    return f'''"""Recommended data mixture of mixsweep sweep {sweep!r}, for datasets.interleave_datasets.
+
+Domain order: {", ".join(domains)}.{f" Left out (weight 0): {', '.join(dropped)}." if dropped else ""}
+Pass one Dataset (or IterableDataset) per domain, as {{domain: dataset}} or a list in DOMAINS order.
+"""
+
+from datasets import interleave_datasets
+
+DOMAINS = {json.dumps(domains)}
+PROBABILITIES = {json.dumps([float(mixture[d]) for d in domains])}
+
+
+def interleave(datasets, seed=0, stopping_strategy={stopping_strategy!r}):
+    if isinstance(datasets, dict):
+        datasets = [datasets[d] for d in DOMAINS]
+    return interleave_datasets(datasets, probabilities=PROBABILITIES, seed=seed, stopping_strategy=stopping_strategy)
+'''
+
+
+def runs_table(state: SweepState) -> Any:
+    """Every completed trial as a runs-table DataFrame, with trial id, objective and wall time."""
+    from orchestrator.mixture import Mixture
+    from orchestrator.trial import TrialStatus
+
+    done = [t for t in state.in_order() if t.status == TrialStatus.COMPLETED and t.losses is not None]
+    if not done:
+        raise ExportError("the sweep has no completed trial; a runs table needs at least one")
+    frame = runs_frame([Mixture.from_dict(t.mixture, state.domains or tuple(t.mixture)) for t in done],
+                       [t.losses for t in done])
+    frame.insert(0, "trial", [t.id for t in done])
+    frame["objective"] = [t.objective for t in done]
+    frame["wall_s"] = [t.wall_s for t in done]
+    return frame
+
+
+def export(sweep_dir: str | Path, fmt: str, out: str | Path | None = None, paths: str | None = None,
+           spec: Any = None) -> Path:
+    """Write `fmt` for the sweep in local directory `sweep_dir`; returns the file written (default:
+    report/<DEFAULT_FILES[fmt]> in the sweep directory). `spec` (the frozen spec) gives megatron paths."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
+    d = Path(sweep_dir)
+    state = replay(d / JOURNAL)
+    target = Path(out) if out else d / REPORT / DEFAULT_FILES[fmt]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "runs":
+        write_frame(runs_table(state), target)
+        return target
+    rec = recommendation(state)
+    if fmt == "json":
+        text = render_json(rec, state.name)
+    elif fmt == "yaml":
+        text = render_yaml(rec, state.name)
+    elif fmt == "hf":
+        text = render_hf(rec["mixture"], state.name)
+    else:
+        given = parse_paths(paths)
+        unknown = sorted(set(given) - set(rec["mixture"]))
+        if unknown:
+            raise ExportError(f"--paths names unknown domain(s) {unknown}; use one of {list(rec['mixture'])}")
+        text = render_megatron(rec["mixture"], {**(spec_paths(spec) if spec is not None else {}), **given})
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def _document(rec: Mapping[str, Any], sweep: str) -> dict[str, Any]:
+    mixture = {d: float(w) for d, w in rec["mixture"].items()}
+    return {"sweep": sweep, "domains": list(mixture), "mixture": mixture,
+            "objective": rec.get("objective"), "source": rec.get("source"), "trials_used": rec.get("trials_used"),
+            "predicted_losses": rec.get("predicted_losses") or {}, "notes": list(rec.get("notes") or [])}
