@@ -40,9 +40,12 @@ class SweepView:
         if self._live is not None:
             self._live.update(self._render())
         elif record["event"] in ("trial_completed", "trial_failed"):
-            t = state.trials[record["trial"]]
-            best = state.best()
+            t = state.trial(record["trial"])
             what = f"objective {t.objective:.4f}" if t.objective is not None else f"FAILED: {t.reason}"
+            if t.preset is not None:  # a scale-ladder re-training (orchestrator/ladder.py)
+                self.console.print(f"[ladder {t.preset}] {t.role} trial {t.id} {what}", highlight=False)
+                return
+            best = state.best()
             done = len(state.completed) + len(state.by_status(TrialStatus.FAILED))
             self.console.print(f"[{done}/{state.budget}] trial {t.id} {what}"
                                + (f"   best {best.objective:.4f}" if best else ""), highlight=False)

@@ -1,22 +1,46 @@
-"""The sweep's report, computed from its directory alone: recommendation.json and plots."""
+"""The sweep's report, computed from its directory alone (docs/report.md).
+
+`write_report` writes report/recommendation.json, one PNG per figure, ladder.json when a scale ladder
+ran, and report.html: a self-contained page (PNGs embedded as data URIs, no script, no network) with
+the sections best-vs-trials, heatmap, recommendation, loo, ladder and warnings. Predictions at
+mixtures no trial ran (baselines) and the leave-one-out check come from the sweep's strategy, rebuilt
+by re-telling the journal (resume.retell); a strategy without a surrogate shows observed values only.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
-from orchestrator.journal import replay
+import numpy as np
+
+from orchestrator.journal import read_events, replay
+from orchestrator.mixture import Mixture
 from orchestrator.state import SweepState
-from orchestrator.sweepdir import JOURNAL, REPORT, write_json_atomic
+from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, write_json_atomic
 from orchestrator.trial import TrialStatus
 
+# A recommendation farther than this from every completed trial (total variation distance: the share
+# of weight that must move) rests on the surrogate's extrapolation alone, and is flagged.
+FAR_FROM_OBSERVED_TV = 0.25
+# Leave-one-out refits at most this many trials (evenly spaced in order), to bound the report's time.
+LOO_MAX_TRIALS = 40
 
-def objective_plot(state: SweepState, path: Path) -> None:
-    """Objective of each completed trial in the order proposed, with the best-so-far line."""
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def objective_plot(state: SweepState, path: Path, baselines: list[dict[str, Any]] | None = None) -> None:
+    """Objective of each completed trial in the order proposed, with the best-so-far line and a
+    horizontal line per baseline (observed where a trial ran it, else predicted: dashed)."""
+    plt = _pyplot()
 
     trials = sorted(state.trials.values(), key=lambda t: t.proposed_seq)
     xs, ys, best, failed = [], [], [], []
@@ -32,6 +56,10 @@ def objective_plot(state: SweepState, path: Path) -> None:
     ax.step(xs, best, where="post", color="#dd8452", lw=2, label="best so far")
     for f in failed:
         ax.axvline(f, color="#c44e52", alpha=0.3, lw=1)
+    for row, color in zip(baselines or [], ("#55a868", "#8172b3", "#937860", "#64b5cd")):
+        value, how = (row["observed_objective"], "observed") if row.get("observed_objective") is not None else (row.get("objective"), "predicted")
+        if value is not None and math.isfinite(value):
+            ax.axhline(value, color=color, lw=1.5, ls="-" if how == "observed" else "--", label=f"{row['name']} ({how})")
     ax.set_xlabel("trial (order proposed)")
     ax.set_ylabel(f"objective: {state.objective}" if state.objective else "objective")
     ax.set_title(f"{state.name}: {len(xs)} completed, {len(failed)} failed")
@@ -41,9 +69,213 @@ def objective_plot(state: SweepState, path: Path) -> None:
     plt.close(fig)
 
 
+def heatmap_plot(state: SweepState, path: Path) -> None:
+    """Per-domain validation loss of every completed trial (rows, in order proposed) by domain (columns)."""
+    plt = _pyplot()
+    done = [t for t in state.in_order() if t.status == TrialStatus.COMPLETED and t.losses]
+    domains = [d for d in done[0].losses if all(d in t.losses for t in done)] if done else list(state.domains)
+    Z = np.array([[t.losses[d] for d in domains] for t in done]) if done else np.zeros((1, max(len(domains), 1)))
+    fig, ax = plt.subplots(figsize=(1.2 * len(domains) + 3, 0.22 * len(Z) + 2), dpi=110)
+    im = ax.imshow(Z, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
+    labels = [f"{i}. {t.id}" for i, t in enumerate(done, 1)]
+    ax.set_yticks(range(len(labels)), labels, fontsize=7 if len(labels) > 20 else 9)
+    if len(labels) > 60:  # too many to read: every tenth
+        ax.set_yticks(range(0, len(labels), 10), labels[::10])
+    fig.colorbar(im, ax=ax, label="validation loss (nats/token)")
+    ax.set_title(f"per-domain losses of {len(done)} completed trials")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def loo_plot(loo: dict[str, Any], path: Path) -> None:
+    """Leave-one-out predicted vs observed loss, one panel per domain, with +-1 std bars and y = x."""
+    plt = _pyplot()
+    domains = list(loo["domains"])
+    cols = min(len(domains), 4)
+    rows = math.ceil(len(domains) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), dpi=110, squeeze=False)
+    for ax, d in zip(axes.flat, domains):
+        obs, pred, std = (np.array(loo[k][d]) for k in ("observed", "predicted", "std"))
+        ax.errorbar(obs, pred, yerr=std, fmt="o", ms=4, color="#4c72b0", ecolor="#a0b4d8", lw=1)
+        lo, hi = float(min(obs.min(), pred.min())), float(max(obs.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], color="#888", lw=1)
+        ax.set_title(f"{d}: Spearman {loo['spearman'][d]:.2f}" if loo["spearman"][d] is not None else d, fontsize=10)
+        ax.set_xlabel("observed (nats/token)", fontsize=8)
+        ax.set_ylabel("predicted", fontsize=8)
+    for ax in list(axes.flat)[len(domains):]:
+        ax.axis("off")
+    fig.suptitle(f"{loo['surrogate']}: leave-one-out over {loo['n']} trials")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def ladder_plot(summary: dict[str, Any], path: Path) -> None:
+    """Per rung: each re-trained mixture's objective at the sweep's scale (x) and the larger one (y)."""
+    plt = _pyplot()
+    rungs = summary["rungs"]
+    fig, axes = plt.subplots(1, len(rungs), figsize=(5 * len(rungs), 4), dpi=110, squeeze=False)
+    for ax, rung in zip(axes.flat, rungs):
+        paired = [r for r in rung["rows"] if r["objective"] is not None and r["base_objective"] is not None]
+        for r in paired:
+            winner = r["role"] in (rung["winner"], rung["winner_base"])
+            ax.scatter(r["base_objective"], r["objective"], s=40, color="#dd8452" if winner else "#4c72b0")
+            ax.annotate(r["role"], (r["base_objective"], r["objective"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        rho = "n/a" if rung["spearman"] is None else f"{rung['spearman']:.2f}"
+        held = {True: "yes", False: "no", None: "n/a"}[rung["winner_held"]]
+        ax.set_title(f"{summary['base_preset']} -> {rung['preset']}: Spearman {rho}, winner held: {held}", fontsize=10)
+        ax.set_xlabel(f"objective at {summary['base_preset']}")
+        ax.set_ylabel(f"objective at {rung['preset']}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def frozen_spec(sweep_dir: Path):
+    """The spec the sweep ran with (None when spec.yaml is missing or no longer valid)."""
+    import yaml
+
+    from orchestrator.spec import SpecError, parse_spec
+
+    path = Path(sweep_dir) / SPEC
+    if not path.exists():
+        return None
+    raw = yaml.safe_load(path.read_text())
+    try:
+        return parse_spec({k: v for k, v in raw.items() if k not in ("mixsweep_version", "spec_digest")})
+    except SpecError:
+        return None
+
+
+def rebuild_strategy(spec, state: SweepState, events: list[dict[str, Any]]) -> tuple[Any, str | None]:
+    """The sweep's model-based strategy re-told every outcome, or (None, why not)."""
+    from orchestrator.objective import Objective
+    from orchestrator.resume import retell
+    from orchestrator.strategies import STRATEGIES, build_strategy
+    from orchestrator.strategies.model_based import ModelStrategy
+
+    if spec is None:
+        return None, "the sweep's spec.yaml cannot be read: observed values only"
+    if not issubclass(STRATEGIES[spec.strategy.kind], ModelStrategy):
+        return None, f"strategy {spec.strategy.kind} has no surrogate to predict with: observed values only"
+    strategy = build_strategy(spec.strategy.kind, spec.strategy.options, spec.domain_names,
+                              Objective.from_spec(spec.objective, spec.domain_names), spec.seed)
+    strategy.domain_tokens = getattr(state, "domain_tokens", None)
+    retell(strategy, events, state)
+    if len(strategy.observations) < max(strategy.min_runs(), 1):
+        return None, f"{spec.strategy.kind} needs {strategy.min_runs()} completed trials to model: observed values only"
+    return strategy, None
+
+
+def _observed(state: SweepState, mixture: Mixture, base_preset: str | None) -> Any:
+    """A completed trial at the sweep's scale (a sweep trial or a ladder trial at its first preset) of `mixture`."""
+    for t in [*state.completed, *state.ladder.values()]:
+        if t.status == TrialStatus.COMPLETED and (t.preset in (None, base_preset)) and \
+                Mixture.from_dict(t.mixture, mixture.domains).key() == mixture.key():
+            return t
+    return None
+
+
+def mixture_rows(state: SweepState, spec, strategy, rec: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The recommendation beside uniform, token prior and any fixed mixture: weights, predicted
+    per-domain losses with std (from the surrogate), and observed losses where a trial ran it."""
+    from orchestrator.ladder import baseline_mixture
+    from orchestrator.objective import Objective
+
+    domains = state.domains
+    named: list[tuple[str, Mixture]] = []
+    if rec is not None:
+        named.append(("recommended", Mixture.from_dict(rec["mixture"], domains)))
+    for name in ("uniform", "token_prior"):
+        m = baseline_mixture(name, domains, getattr(state, "domain_tokens", None))
+        if m is not None:
+            named.append((name, m))
+    if spec is not None and spec.strategy.kind == "fixed":
+        named.append(("fixed", Mixture.from_dict(spec.strategy.options["weights"], domains)))
+    objective = Objective.from_spec(spec.objective, spec.domain_names) if spec is not None else None
+    base = spec.proxy.preset if spec is not None else None
+    rows = []
+    for name, m in named:
+        row: dict[str, Any] = {"name": name, "mixture": m.as_dict(), "predicted": None, "std": None, "objective": None, "objective_std": None}
+        if name == "recommended" and rec.get("source") == "model":
+            row.update(predicted=rec["predicted_losses"], std=rec.get("predicted_std") or {},
+                       objective=rec.get("objective"), objective_std=rec.get("objective_std"))
+        elif strategy is not None:
+            mean, std, loss_domains = strategy.predict_losses(m.as_array()[None, :])
+            row["predicted"] = dict(zip(loss_domains, map(float, mean[0])))
+            row["std"] = dict(zip(loss_domains, map(float, std[0])))
+            row["objective"] = objective(row["predicted"])
+            row["objective_std"] = objective.std(row["std"])
+        seen = _observed(state, m, base)
+        row["observed"] = seen.losses if seen else None
+        row["observed_objective"] = seen.objective if seen else None
+        row["observed_trial"] = seen.id if seen else None
+        rows.append(row)
+    return rows
+
+
+def leave_one_out(strategy) -> dict[str, Any] | None:
+    """Refit the strategy's surrogate without each trial (at most LOO_MAX_TRIALS of them) and predict it."""
+    from scipy.stats import spearmanr
+
+    from orchestrator.surrogates.base import single_threaded
+
+    X, Y, loss_domains = strategy.training_data()
+    n = len(X)
+    if n < max(strategy.min_runs(), 1) + 1:
+        return None
+    held = np.unique(np.linspace(0, n - 1, min(n, LOO_MAX_TRIALS)).round().astype(int))
+    pred, std = np.zeros((len(held), Y.shape[1])), np.zeros((len(held), Y.shape[1]))
+    with single_threaded():
+        for j, i in enumerate(held):
+            keep = np.arange(n) != i
+            surrogate = strategy.make_surrogate().fit(X[keep], Y[keep])
+            m, s = surrogate.predict(X[i:i + 1])
+            pred[j], std[j] = m[0], s[0]
+    obs = Y[held]
+    rho = {}
+    for k, d in enumerate(loss_domains):
+        r = float(spearmanr(obs[:, k], pred[:, k]).statistic) if len(held) > 2 else float("nan")
+        rho[d] = r if math.isfinite(r) else None
+    col = lambda A: {d: A[:, k].tolist() for k, d in enumerate(loss_domains)}  # noqa: E731
+    return {"surrogate": strategy.make_surrogate().name, "n": int(len(held)), "domains": list(loss_domains),
+            "observed": col(obs), "predicted": col(pred), "std": col(std), "spearman": rho,
+            "rmse": {d: float(np.sqrt(np.mean((obs[:, k] - pred[:, k]) ** 2))) for k, d in enumerate(loss_domains)}}
+
+
+def report_warnings(state: SweepState, rec: dict[str, Any] | None) -> list[str]:
+    """What a user should know before trusting the recommendation (one sentence each)."""
+    out = []
+    if not state.finished:
+        out.append("The sweep has not finished: this report covers the trials completed so far.")
+    if rec is None:
+        return out + ["No trial completed: there is nothing to recommend."]
+    domains = state.domains or tuple(rec["mixture"])
+    w = Mixture.from_dict(rec["mixture"], domains).as_array()
+    done = [t for t in state.completed]
+    if done:
+        dist = [0.5 * float(np.abs(w - Mixture.from_dict(t.mixture, domains).as_array()).sum()) for t in done]
+        nearest = int(np.argmin(dist))
+        if dist[nearest] > FAR_FROM_OBSERVED_TV:
+            out.append(f"The recommendation is far from every observed run: the nearest, {done[nearest].id}, differs by "
+                       f"{dist[nearest]:.2f} of the weight (total variation; flagged above {FAR_FROM_OBSERVED_TV}). "
+                       "Its predicted losses are an extrapolation: train it before relying on it.")
+    for d, cap in sorted((getattr(state, "caps", None) or {}).items()):  # journaled data caps, when the sweep has them
+        if cap < 1.0 and rec["mixture"].get(d, 0.0) >= cap - 1e-4:
+            out.append(f"The recommendation sits on the data cap of {d} (weight {rec['mixture'][d]:.3f}, cap {cap:.3f} "
+                       "from data.max_epochs): the optimum may lie beyond it; more data for this domain would let the mixture move.")
+    return out
+
+
 def write_report(sweep_dir: str | Path) -> dict[str, Path]:
-    """Write report/recommendation.json and report/objective.png; returns the paths written."""
+    """Write report/recommendation.json, the figures (PNG), ladder.json and report.html; returns the paths."""
+    from orchestrator.ladder import ladder_summary
+    from orchestrator.report_page import render_page
+
     d = Path(sweep_dir)
+    events = list(read_events(d / JOURNAL))
     state = replay(d / JOURNAL)
     out = d / REPORT
     out.mkdir(exist_ok=True)
@@ -57,6 +289,23 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     if rec is not None:
         write_json_atomic(out / "recommendation.json", rec)
         paths["recommendation"] = out / "recommendation.json"
-    objective_plot(state, out / "objective.png")
+    spec = frozen_spec(d)
+    strategy, why_not = rebuild_strategy(spec, state, events) if state.completed else (None, "no completed trial")
+    rows = mixture_rows(state, spec, strategy, rec)
+    objective_plot(state, out / "objective.png", [r for r in rows if r["name"] != "recommended"])
     paths["objective_plot"] = out / "objective.png"
+    heatmap_plot(state, out / "heatmap.png")
+    paths["heatmap"] = out / "heatmap.png"
+    loo = leave_one_out(strategy) if strategy is not None else None
+    if loo is not None:
+        loo_plot(loo, out / "loo.png")
+        paths["loo"] = out / "loo.png"
+    ladder = ladder_summary(state, spec.proxy.preset if spec is not None else "debug")
+    if ladder is not None:
+        write_json_atomic(out / "ladder.json", ladder)
+        ladder_plot(ladder, out / "ladder.png")
+        paths["ladder"], paths["ladder_plot"] = out / "ladder.json", out / "ladder.png"
+    page = render_page(state, rec, rows, loo, ladder, report_warnings(state, rec), why_not, out)
+    (out / "report.html").write_text(page, encoding="utf-8")
+    paths["html"] = out / "report.html"
     return paths

@@ -65,6 +65,8 @@ def retell(strategy: Strategy, events: Iterable[dict[str, Any]], state: SweepSta
         kind = e["event"]
         if kind not in ("trial_completed", "trial_failed", "trial_reused"):
             continue
+        if e["trial"] in state.ladder:  # another model size: never a same-scale observation (ladder.py)
+            continue
         t = state.trials[e["trial"]]
         mixture = Mixture.from_dict(t.mixture, domains)
         if kind == "trial_completed":

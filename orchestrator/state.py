@@ -27,6 +27,8 @@ class TrialRecord:
     placement: dict[str, Any] | None = None  # node, pid and GPUs of the latest attempt
     failed_attempts: list[str] = field(default_factory=list)  # why earlier attempts ended (died, hung)
     options: dict[str, Any] | None = None  # trainer options the strategy asked for (part of the id); None: not recorded
+    preset: str | None = None  # ladder trials: the model preset it trained at (None: the sweep's own trials)
+    role: str | None = None  # ladder trials: top1..topK, uniform or token_prior
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,9 @@ class SweepState:
     trials: dict[str, TrialRecord] = field(default_factory=dict)
     domain_tokens: dict[str, int] | None = None  # training tokens per domain (proxy trainer)
     caps: dict[str, float] | None = None  # upper weight per domain from data.max_epochs
+    # Scale-ladder re-trainings (orchestrator/ladder.py): kept apart from `trials`, so they spend no
+    # budget, are never told to the strategy, and never count as the sweep's best.
+    ladder: dict[str, TrialRecord] = field(default_factory=dict)
 
     def apply(self, e: dict[str, Any]) -> None:
         """Fold one journal event into the state."""
@@ -80,28 +85,30 @@ class SweepState:
             self.domain_tokens = e.get("domain_tokens", self.domain_tokens)
             self.caps = e.get("caps", self.caps)
             self.finished = False
+        elif kind == "trial_proposed" and e.get("preset"):
+            self.ladder[e["trial"]] = TrialRecord(e["trial"], e["mixture"], proposed_seq=e["seq"], preset=e["preset"], role=e.get("role"))
         elif kind == "trial_proposed":
             self.trials[e["trial"]] = TrialRecord(e["trial"], e["mixture"], proposed_seq=e["seq"], proposal_s=e.get("proposal_s"),
                                                   options=e.get("options"))
         elif kind == "trial_started":
-            t = self.trials[e["trial"]]
+            t = self.trial(e["trial"])
             t.status, t.attempts = TrialStatus.RUNNING, e.get("attempt", t.attempts + 1)
         elif kind == "trial_placed":
-            self.trials[e["trial"]].placement = {k: e.get(k) for k in ("node_id", "pid", "gpus")}
+            self.trial(e["trial"]).placement = {k: e.get(k) for k in ("node_id", "pid", "gpus")}
         elif kind == "trial_requeued":
-            t = self.trials[e["trial"]]
+            t = self.trial(e["trial"])
             t.status = TrialStatus.PROPOSED
             t.failed_attempts.append(e.get("reason", ""))
         elif kind == "trial_progress":
-            t = self.trials[e["trial"]]
+            t = self.trial(e["trial"])
             t.progress_events += 1
             t.last_progress = {k: e[k] for k in ("step", "tokens", "losses", "weights") if k in e}
         elif kind == "trial_completed":
-            t = self.trials[e["trial"]]
+            t = self.trial(e["trial"])
             t.status, t.losses, t.loss_stderr = TrialStatus.COMPLETED, e["losses"], e.get("loss_stderr")
             t.objective, t.wall_s = e.get("objective"), e.get("wall_s")
         elif kind == "trial_failed":
-            t = self.trials[e["trial"]]
+            t = self.trial(e["trial"])
             t.status, t.reason = TrialStatus.FAILED, e.get("reason")
         elif kind == "trial_reused":
             self.reused += 1
@@ -109,6 +116,10 @@ class SweepState:
             self.recommendation = {k: v for k, v in e.items() if k not in ("seq", "time", "event")}
         elif kind == "sweep_finished":
             self.finished = True
+
+    def trial(self, tid: str) -> TrialRecord:
+        """A sweep or ladder trial by id."""
+        return self.trials[tid] if tid in self.trials else self.ladder[tid]
 
     def in_order(self) -> list[TrialRecord]:
         return sorted(self.trials.values(), key=lambda t: t.proposed_seq)
@@ -143,4 +154,6 @@ class SweepState:
             "recommendation": self.recommendation,
             "resumes": self.resumes,
             "trials": [t.to_json() for t in self.in_order()],
+            "ladder": [{**t.to_json(), "preset": t.preset, "role": t.role}
+                       for t in sorted(self.ladder.values(), key=lambda t: t.proposed_seq)],
         }

@@ -37,10 +37,26 @@ def synthetic_losses(mixture: Mapping[str, float], optimum: Mapping[str, float])
     return {d: 2.0 + 0.1 * i + quad + 0.5 * (opt[i] - w[i]) for i, d in enumerate(names)}
 
 
+def synthetic_optimum(config: Mapping, domains: list[str]) -> dict[str, float]:
+    """The optimum for a trial trained at `config["preset"]`: `optimum_at_scale[preset]` when given
+    (an optimum that moves with model size), else `optimum`, else the default one."""
+    at_scale = (config.get("optimum_at_scale") or {}).get(config.get("preset"))
+    return at_scale or config.get("optimum") or default_optimum(domains)
+
+
+def scale_gain(preset: str) -> float:
+    """Loss reduction (nats) of `preset` over `debug`: 0.1 per decade of non-embedding parameters."""
+    from workers.presets import PRESETS
+
+    return 0.1 * math.log10(PRESETS[preset].non_embedding_params() / PRESETS["debug"].non_embedding_params())
+
+
 def run_synthetic(mixture: Mapping[str, float], config: Mapping, seed: int, report: Callable[[Progress], None]) -> TrialResult:
     """Stream `progress_events` evaluations over `duration_s` seconds, converging to the analytic loss."""
     domains = list(mixture)
-    final = synthetic_losses(mixture, config.get("optimum") or default_optimum(domains))
+    final = synthetic_losses(mixture, synthetic_optimum(config, domains))
+    if config.get("preset"):  # a larger model reaches lower losses (scale ladders)
+        final = {d: v - scale_gain(config["preset"]) for d, v in final.items()}
     rng = np.random.default_rng(int(config_hash(mixture, seed), 16))
     final = {d: v + float(rng.normal(0.0, config.get("noise", 0.0))) for d, v in final.items()}
     n, duration = int(config.get("progress_events", 4)), float(config.get("duration_s", 0.0))

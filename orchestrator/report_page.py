@@ -1,0 +1,121 @@
+"""report.html: the sweep's report as one self-contained page (docs/report.md).
+
+The figures are embedded as base64 data URIs (the same PNGs are written beside the page), and the
+page holds no script and no external reference, so it opens from the directory, offline, or attached
+to an email. Every section has a stable id (SECTIONS) that the browser test checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+from orchestrator.state import SweepState
+from orchestrator.trial import TrialStatus
+
+SECTIONS = ("best-vs-trials", "heatmap", "recommendation", "loo", "ladder", "warnings")
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: .6em 0; } td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; } .note { color: #666; } img { max-width: 100%; }
+.warn { background: #fff3cd; border-left: 4px solid #e0a800; padding: .4em .8em; margin: .4em 0; }
+.ok { color: #2e7d32; } .bad { color: #c62828; font-weight: bold; }
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+
+
+def _num(v: Any, std: Any = None) -> str:
+    if v is None or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "&ndash;"
+    return f"{v:.4f}" + (f" &plusmn; {std:.4f}" if isinstance(std, (int, float)) and std > 0 else "")
+
+
+def _mixture_table(rows: list[dict[str, Any]], domains: tuple[str, ...], why_not: str | None) -> str:
+    loss_domains = list(dict.fromkeys(d for r in rows for d in (r["predicted"] or r["observed"] or {})))
+    head = "".join(f"<th>w {_e(d)}</th>" for d in domains) + "".join(f"<th>loss {_e(d)}</th>" for d in loss_domains)
+    body = []
+    for r in rows:
+        weights = "".join(f"<td>{r['mixture'][d]:.3f}</td>" for d in domains)
+        pred = r["predicted"] or {}
+        cells = []
+        for d in loss_domains:
+            text = _num(pred.get(d), (r["std"] or {}).get(d)) if d in pred else "&ndash;"
+            if r["observed"] and d in r["observed"]:
+                text += f'<br><span class="note">observed {r["observed"][d]:.4f}</span>'
+            cells.append(f"<td>{text}</td>")
+        obj = _num(r["objective"], r["objective_std"]) if r["objective"] is not None else "&ndash;"
+        if r["observed_objective"] is not None:
+            obj += f'<br><span class="note">observed {r["observed_objective"]:.4f} ({_e(r["observed_trial"])})</span>'
+        body.append(f"<tr><td>{_e(r['name'])}</td>{weights}{''.join(cells)}<td>{obj}</td></tr>")
+    note = f'<p class="note">{_e(why_not)}</p>' if why_not else \
+        '<p class="note">Predicted: the surrogate\'s mean &plusmn; 1 std (nats/token), fitted to every completed trial.</p>'
+    return f"{note}<table><tr><th>mixture</th>{head}<th>objective</th></tr>{''.join(body)}</table>"
+
+
+def _ladder_section(ladder: dict[str, Any] | None, out: Path) -> str:
+    if ladder is None:
+        return ('<p class="note">No scale ladder ran. Add <code>ladder: {presets: [...], top_k: 3}</code> to the spec, '
+                'or run <code>mixsweep ladder DIR --preset P --top K</code> on the finished sweep.</p>')
+    parts = []
+    for rung in ladder["rungs"]:
+        rho = "n/a" if rung["spearman"] is None else f"{rung['spearman']:.2f}"
+        held = rung["winner_held"]
+        verdict = {True: '<span class="ok">yes</span>', False: '<span class="bad">no</span>', None: "n/a"}[held]
+        parts.append(f"<h3>{_e(ladder['base_preset'])} &rarr; {_e(rung['preset'])}</h3>"
+                     f'<p class="summary" data-preset="{_e(rung["preset"])}">Spearman rank correlation between scales: '
+                     f"<b>{rho}</b> over {rung['pairs']} mixtures. Winner held: <b>{verdict}</b> "
+                     f"(winner at {_e(ladder['base_preset'])}: {_e(rung['winner_base'])}; at {_e(rung['preset'])}: {_e(rung['winner'])}).</p>")
+        rows = "".join(f"<tr><td>{_e(r['role'])}</td><td>{_e(r['trial'])}</td><td>{_e(r['status'])}</td>"
+                       f"<td>{_num(r['base_objective'])}</td><td>{_num(r['objective'])}</td></tr>" for r in rung["rows"])
+        parts.append(f"<table><tr><th>mixture</th><th>trial</th><th>status</th><th>objective at {_e(ladder['base_preset'])}</th>"
+                     f"<th>objective at {_e(rung['preset'])}</th></tr>{rows}</table>")
+    if (out / "ladder.png").exists():
+        parts.append(_img(out / "ladder.png", "objective at each scale"))
+    return "".join(parts)
+
+
+def render_page(state: SweepState, rec: dict[str, Any] | None, rows: list[dict[str, Any]], loo: dict[str, Any] | None,
+                ladder: dict[str, Any] | None, warnings: list[str], why_not: str | None, out: Path) -> str:
+    """The page's HTML; `out` is the report directory holding the PNGs to embed."""
+    done = len(state.completed)
+    failed = len(state.by_status(TrialStatus.FAILED))
+    source = f"{rec['source']}, from {rec['trials_used']} trials" if rec else "none"
+    if loo is not None:
+        fit = ", ".join(f"{_e(d)} {loo['rmse'][d]:.4f}" for d in loo["domains"])
+        loo_html = (f'<p class="note">Each trial predicted by the {_e(loo["surrogate"])} surrogate fitted without it '
+                    f"({loo['n']} trials). RMSE (nats/token): {fit}.</p>" + _img(out / "loo.png", "leave-one-out"))
+    else:
+        loo_html = f'<p class="note">No leave-one-out check: {_e(why_not or "too few completed trials to leave one out")}.</p>'
+    warn_html = "".join(f'<div class="warn">{_e(w)}</div>' for w in warnings) or '<p class="ok">No warnings.</p>'
+    notes = "".join(f"<li>{_e(n)}</li>" for n in (rec or {}).get("notes", []))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>mixsweep report: {_e(state.name)}</title><style>{_CSS}</style></head>
+<body>
+<h1>mixsweep report: {_e(state.name)}</h1>
+<p>{done} completed, {failed} failed of a budget of {state.budget}; objective: {_e(state.objective)};
+recommendation: {_e(source)}.</p>
+<section id="warnings"><h2>Warnings</h2>{warn_html}</section>
+<section id="best-vs-trials"><h2>Best objective vs trials</h2>
+<p class="note">Each completed trial's objective in the order proposed, the best so far, and the baselines
+(solid: a trial ran it; dashed: predicted by the surrogate). Red bars: failed trials.</p>
+{_img(out / "objective.png", "best objective vs trials")}</section>
+<section id="recommendation"><h2>Recommended mixture</h2>{_mixture_table(rows, state.domains, why_not)}
+{f"<ul>{notes}</ul>" if notes else ""}</section>
+<section id="heatmap"><h2>Per-domain losses of every trial</h2>{_img(out / "heatmap.png", "per-domain loss heatmap")}</section>
+<section id="loo"><h2>Surrogate: leave-one-out predicted vs observed</h2>{loo_html}</section>
+<section id="ladder"><h2>Scale ladder</h2>{_ladder_section(ladder, out)}</section>
+</body></html>
+"""
