@@ -53,6 +53,8 @@ class DoReMiMixer:
         self.alpha = np.full(k, 1.0 / k)
         self.alpha_sum = np.zeros(k)  # sum of alpha_t over the steps taken, for the average
         self.steps = 0
+        self.last_excess = np.zeros(k)  # lambda of the latest step (nats per token)
+        self.sequences = np.zeros(k, dtype=np.int64)  # windows seen per domain (kept across a resume)
         self._device: torch.device | None = None
 
     @property
@@ -80,9 +82,14 @@ class DoReMiMixer:
         clipped = (token_losses.detach().float() - self._reference_losses(tokens)).clamp_min(0.0)
         per_sequence = clipped.mean(dim=1).double().cpu().numpy()  # all windows have T tokens: mean of means
         ids = np.asarray(domain_ids)
-        lam = np.zeros(len(self.domains))
+        self.sequences += np.bincount(ids, minlength=len(self.domains))
+        # A domain without a window in this batch: 0 when batches follow the reference mixture (the
+        # paper: the sum is empty); when they follow the weights, its last measured excess, or a
+        # domain the weights have turned away from could never be measured again and weights collapse.
+        lam = self.last_excess.copy() if self.resample else np.zeros(len(self.domains))
         for i in np.unique(ids):
             lam[i] = per_sequence[ids == i].mean()
+        self.last_excess = lam
         return lam
 
     def update(self, lam: np.ndarray) -> None:
@@ -118,16 +125,20 @@ class DoReMiMixer:
     def summary(self) -> dict[str, Any]:
         """What the trial returns in `TrialResult.info["online"]`: the averaged and the last weights."""
         return {"kind": self.kind, "average": self.average(), "final": self.weights, "steps": self.steps,
-                "eta": self.eta, "smoothing": self.smoothing, "resample": self.resample}
+                "sequences": dict(zip(self.domains, self.sequences.tolist())), "eta": self.eta,
+                "smoothing": self.smoothing, "resample": self.resample}
 
     def state_dict(self) -> dict[str, Any]:
         """Plain lists (torch.load(weights_only=True) reads them back from a checkpoint)."""
-        return {"alpha": self.alpha.tolist(), "alpha_sum": self.alpha_sum.tolist(), "steps": self.steps}
+        return {"alpha": self.alpha.tolist(), "alpha_sum": self.alpha_sum.tolist(), "steps": self.steps,
+                "last_excess": self.last_excess.tolist(), "sequences": self.sequences.tolist()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.alpha = np.asarray(state["alpha"], dtype=float)
         self.alpha_sum = np.asarray(state["alpha_sum"], dtype=float)
         self.steps = int(state["steps"])
+        self.last_excess = np.asarray(state["last_excess"], dtype=float)
+        self.sequences = np.asarray(state["sequences"], dtype=np.int64)
 
 
 def build_online(options: Mapping[str, Any], domains: Sequence[str], preset: str, vocab_size: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -42,22 +43,63 @@ def _config(steps: int, seed: int = 0) -> TrainConfig:
     return TrainConfig(preset="debug", tokens=steps * 16 * SEQ, eval_every_tokens=10**9, seq_len=SEQ, batch_size=16, seed=seed)
 
 
-@pytest.mark.slow
-def test_doremi_moves_weight_toward_the_domain_where_the_proxy_lags_the_reference(tmp_path):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A reference model trained at the uniform mixture (an ordinary trial that saves its weights)."""
     torch.set_num_threads(1)
     train, val = _two_domains()
-    uniform = {"easy": 0.5, "hard": 0.5}
-    ref = train_proxy(_config(40), uniform, train, val, VOCAB, device="cpu", final_weights_to=str(tmp_path / "ref.pt"))
-    assert ref.info["final_weights"] == str(tmp_path / "ref.pt") and ref.losses["hard"] > ref.losses["easy"]
+    where = str(tmp_path_factory.mktemp("reference") / "final_weights.pt")
+    ref = train_proxy(_config(40), {"easy": 0.5, "hard": 0.5}, train, val, VOCAB, device="cpu", final_weights_to=where)
+    assert ref.info["final_weights"] == where and ref.losses["hard"] > ref.losses["easy"]
+    return where, train, val
+
+
+def _doremi(where: str, resample: bool = False) -> DoReMiMixer:
+    return build_online({"kind": "doremi", "reference": where, "eta": 1.0, "smoothing": 1e-3, "resample": resample},
+                        ["easy", "hard"], "debug", VOCAB, SEQ)
+
+
+@pytest.mark.slow
+def test_doremi_moves_weight_toward_the_domain_where_the_proxy_lags_the_reference(reference):
+    where, train, val = reference
     seen = []
-    mixer = build_online({"kind": "doremi", "reference": ref.info["final_weights"], "eta": 1.0, "smoothing": 1e-3},
-                         list(train), "debug", VOCAB, SEQ)
-    proxy = train_proxy(_config(40), uniform, train, val, VOCAB, on_eval=seen.append, device="cpu", online=mixer)
+    proxy = train_proxy(_config(40), {"easy": 0.5, "hard": 0.5}, train, val, VOCAB, on_eval=seen.append, device="cpu",
+                        online=_doremi(where))
     online = proxy.info["online"]
     assert online["steps"] == 40
     assert online["average"]["hard"] > 0.65  # uniform was 0.5; measured about 0.77
     assert sum(online["average"].values()) == pytest.approx(1.0)
     assert seen[-1].weights == online["final"]  # the weights went out with the progress
+
+
+@pytest.mark.slow
+def test_resampling_doremi_draws_more_sequences_of_the_lagging_domain(reference):
+    where, train, val = reference
+    proxy = train_proxy(_config(40), {"easy": 0.5, "hard": 0.5}, train, val, VOCAB, device="cpu",
+                        online=_doremi(where, resample=True))
+    counts = proxy.info["sequences_per_domain"]
+    assert sum(counts.values()) == 40 * 16 and counts["hard"] > 0.6 * 40 * 16
+    assert proxy.info["online"]["average"]["hard"] > 0.6
+
+
+@pytest.mark.slow
+def test_a_resumed_doremi_trial_ends_with_the_weights_of_an_uninterrupted_one(reference, tmp_path):
+    where, train, val = reference
+    config = dataclasses.replace(_config(12), eval_every_tokens=6 * 16 * SEQ, checkpoint_every_tokens=4 * 16 * SEQ)
+    whole = train_proxy(config, {"easy": 0.5, "hard": 0.5}, train, val, VOCAB, device="cpu", online=_doremi(where, True))
+
+    def crash(p):
+        if p.step == 12:
+            raise RuntimeError("node lost")
+
+    with pytest.raises(RuntimeError):  # dies after the checkpoint at step 8
+        train_proxy(config, {"easy": 0.5, "hard": 0.5}, train, val, VOCAB, on_eval=crash, device="cpu",
+                    checkpoint_dir=tmp_path, online=_doremi(where, True))
+    resumed = train_proxy(config, {"easy": 0.5, "hard": 0.5}, train, val, VOCAB, device="cpu", checkpoint_dir=tmp_path,
+                          online=_doremi(where, True))
+    assert resumed.info["resumed_from_step"] == 8 and resumed.info["online"]["steps"] == 12
+    assert resumed.info["online"]["average"] == pytest.approx(whole.info["online"]["average"], rel=1e-4)
+    assert resumed.info["online"]["sequences"] == whole.info["online"]["sequences"]  # the batches trained on
 
 
 def _mixer(eta: float, smoothing: float, k: int = 3) -> DoReMiMixer:
@@ -235,3 +277,30 @@ def test_doremi_sweep_on_ray_recommends_a_measured_run_at_the_averaged_weights(r
     for e in events:
         state.apply(e)
     assert state.trials[proxy["trial"]].to_json()["online_weights"] == weights[-1]  # what `status --json` shows
+
+
+def test_resume_rebuilds_doremi_from_the_journal_alone():
+    """`retell` (what `mixsweep resume` does) tells artifacts and results in journal order."""
+    from orchestrator.resume import retell
+    from orchestrator.state import SweepState
+
+    original = _strategy()
+    steps = _drive(original, 2)
+    outputs = [({"final_weights": "/sweep/trials/tref/final_weights.pt"}, {"a": 2.0, "b": 3.0, "c": 4.0}),
+               ({"online": {"kind": "doremi", "average": {"a": 0.2, "b": 0.3, "c": 0.5}, "steps": 9}}, {"a": 2.5, "b": 3.5, "c": 4.5})]
+    events, seq = [{"event": "sweep_started", "seq": 0, "domains": ["a", "b", "c"]}], 1
+    for (role, mixture, options), (artifacts, losses) in zip(steps, outputs):
+        tid = f"t{role}"
+        for e in ({"event": "trial_proposed", "trial": tid, "mixture": mixture.as_dict(), "options": options},
+                  {"event": "trial_started", "trial": tid, "attempt": 1},
+                  {"event": "trial_completed", "trial": tid, "losses": losses, "artifacts": artifacts}):
+            events.append({**e, "seq": seq})
+            seq += 1
+    state = SweepState()
+    for e in events:
+        state.apply(e)
+    assert state.trials["tproxy"].options == steps[1][2]  # a retried proxy trial runs with its journaled options
+    resumed = _strategy()
+    retell(resumed, events, state)
+    final = resumed.ask(1, [])
+    assert final == [steps[2][1]] and resumed.trial_options(final[0]) == {} and resumed.roles == original.roles
