@@ -499,19 +499,6 @@ class MixtureSampler:
 
         The remaining sequences are split exactly (largest remainder) and shuffled with a generator
         keyed by (seed, from_step), so a resumed trial that re-applies the same weights at the same
-        step gets the same batches; `counts` stays the number of sequences per domain trained on.
-        """
-        cut = from_step * self.batch_size
-        rest = sequences_per_domain({d: weights.get(d, 0.0) for d in self.domains}, len(self.schedule) - cut)
-        labels = np.concatenate([np.full(c, i, dtype=np.int64) for i, c in enumerate(rest.values())])
-        self.schedule[cut:] = np.random.default_rng((self.seed, from_step)).permutation(labels)
-        self.counts = dict(zip(self.domains, np.bincount(self.schedule, minlength=len(self.domains)).tolist()))
-
-    def set_weights(self, weights: Mapping[str, float], from_step: int) -> None:
-        """Online mixing: draw the sequences of steps >= from_step in these proportions instead.
-
-        The remaining sequences are split exactly (largest remainder) and shuffled with a generator
-        keyed by (seed, from_step), so a resumed trial that re-applies the same weights at the same
         step gets the same batches. `counts` follows the new schedule (after a resume, the steps before
         it count as first drawn; the online mixer keeps its own count of what was trained on).
         """
