@@ -46,7 +46,7 @@ class DoReMi(Strategy):
         self.stopped: str | None = None  # a stage failed for good: nothing more to propose
         self.roles: list[str] = []  # per observation: "reference", "proxy" or "ordinary"
         self._role_of_next_tell = "ordinary"
-        self._options: dict[str, dict[str, Any]] = {}  # mixture key -> trainer options of the latest ask
+        self._options: dict[str, Any] = {}  # trainer options of the latest ask
 
     # -------------------------------------------------------------------------------- stages
 
@@ -64,9 +64,12 @@ class DoReMi(Strategy):
         return Mixture.from_dict(self.online["average"], self.domains) if self.online else None
 
     def measured(self):
-        """The ordinary trial at the averaged weights (stage 3), once it has completed."""
-        target = self.proposal()
-        return next((o for o, role in zip(self.observations, self.roles) if role == "ordinary" and o.mixture == target), None)
+        """The ordinary trial at the averaged weights (stage 3), once it has completed: the first ordinary
+        run told after the proxy run (its mixture may be the average projected onto the data caps)."""
+        if "proxy" not in self.roles:
+            return None
+        after = self.roles.index("proxy") + 1
+        return next((o for o, role in zip(self.observations[after:], self.roles[after:]) if role == "ordinary"), None)
 
     def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
         if n < 1 or pending or self.stopped:  # each stage needs the one before it to have finished
@@ -83,12 +86,13 @@ class DoReMi(Strategy):
         return []
 
     def _propose(self, mixture: Mixture, options: dict[str, Any]) -> list[Mixture]:
-        self._options[mixture.key()] = options
+        self._options = options
         return [mixture]
 
     def trial_options(self, mixture: Mixture) -> dict[str, Any]:
-        """Trainer options of a mixture this strategy just proposed (the controller asks right after `ask`)."""
-        return dict(self._options.get(mixture.key(), {}))
+        """Trainer options of the mixture the latest `ask` proposed (the controller asks right after it).
+        Not looked up by mixture: the base class may have projected the proposal onto the data caps."""
+        return dict(self._options)
 
     # --------------------------------------------------------------------------------- tells
 
@@ -122,9 +126,10 @@ class DoReMi(Strategy):
             notes.append(f"DoReMi weights averaged over {self.online.get('steps', 0)} proxy steps "
                          f"(eta {self.config.eta}, smoothing {self.config.smoothing}): {target}")
         if run is not None:
-            return Recommendation(mixture=target, predicted=dict(run.losses), predicted_std=dict(run.loss_stderr),
+            return Recommendation(mixture=run.mixture, predicted=dict(run.losses), predicted_std=dict(run.loss_stderr),
                                   objective=self.objective(run.losses), objective_std=self.objective.std(run.loss_stderr),
-                                  source="observed", trials_used=len(self.observations), notes=notes + ["measured by an ordinary trial"])
+                                  source="observed", trials_used=len(self.observations),
+                                  notes=notes + ["measured by an ordinary trial" + ("" if run.mixture == target else " at the data caps")])
         ordinary = [o for o, role in zip(self.observations, self.roles) if role != "proxy"]
         if not ordinary:
             raise ValueError("no completed trial yet: nothing to recommend")
@@ -146,4 +151,4 @@ class DoReMi(Strategy):
         super().load_state_dict(state)  # re-tells the observations (roles are restored below)
         d = state["doremi"]
         self.reference_weights, self.online, self.stopped = d["reference_weights"], d["online"], d["stopped"]
-        self.roles, self._options = list(d["roles"]), {k: dict(v) for k, v in d["options"].items()}
+        self.roles, self._options = list(d["roles"]), dict(d["options"])

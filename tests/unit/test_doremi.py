@@ -304,3 +304,14 @@ def test_resume_rebuilds_doremi_from_the_journal_alone():
     retell(resumed, events, state)
     final = resumed.ask(1, [])
     assert final == [steps[2][1]] and resumed.trial_options(final[0]) == {} and resumed.roles == original.roles
+
+
+def test_doremi_under_data_caps_keeps_its_options_and_recognises_its_measured_run():
+    s = _strategy()
+    s.set_caps({"a": 0.2, "b": 1.0, "c": 1.0})  # uniform gives `a` more than its data allows
+    (_, ref, ref_opts), (_, proxy, proxy_opts), (_, final, final_opts) = _drive(s, 2)
+    assert ref.as_dict()["a"] <= 0.2 + 1e-6 and ref == proxy  # projected onto the caps by the base class
+    assert ref_opts == {"save_final_weights": True} and "online" in proxy_opts and final_opts == {}
+    assert final.as_dict()["a"] == pytest.approx(0.2, abs=1e-6)  # the average (a = 0.2) within the caps
+    s.tell(final, {"a": 1.0, "b": 1.0, "c": 1.0})
+    assert s.ask(1, []) == [] and s.recommend().mixture == final
