@@ -194,7 +194,8 @@ def mixture_rows(state: SweepState, spec, strategy, rec: dict[str, Any] | None) 
             named.append((name, m))
     if spec is not None and spec.strategy.kind == "fixed":
         named.append(("fixed", Mixture.from_dict(spec.strategy.options["weights"], domains)))
-    objective = Objective.from_spec(spec.objective, spec.domain_names) if spec is not None else None
+    # The rebuilt strategy's objective has seen the reference run (an `excess` objective needs it).
+    objective = strategy.objective if strategy is not None else (Objective.from_spec(spec.objective, spec.domain_names) if spec else None)
     base = spec.proxy.preset if spec is not None else None
     rows = []
     for name, m in named:
@@ -207,7 +208,7 @@ def mixture_rows(state: SweepState, spec, strategy, rec: dict[str, Any] | None) 
             row["predicted"] = dict(zip(loss_domains, map(float, mean[0])))
             row["std"] = dict(zip(loss_domains, map(float, std[0])))
             row["objective"] = objective(row["predicted"])
-            row["objective_std"] = objective.std(row["std"])
+            row["objective_std"] = objective.std(row["std"], row["predicted"])
         seen = _observed(state, m, base)
         row["observed"] = seen.losses if seen else None
         row["observed_objective"] = seen.objective if seen else None

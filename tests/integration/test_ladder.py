@@ -103,7 +103,7 @@ def test_a_resumed_sweep_does_not_retrain_finished_ladder_trials(moving_sweep, t
 
 
 @pytest.mark.slow
-def test_ladder_command_retrains_a_finished_sweep(moving_sweep, tmp_path):
+def test_ladder_command_retrains_a_finished_sweep(ray_session, moving_sweep, tmp_path):
     # The same finished sweep without its ladder: its journal with the ladder's events left out.
     d = tmp_path / "s"
     shutil.copytree(moving_sweep, d)
@@ -112,7 +112,9 @@ def test_ladder_command_retrains_a_finished_sweep(moving_sweep, tmp_path):
     (d / "journal.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events if e.get("trial") not in ladder_ids))
     assert replay(d / "journal.jsonl").ladder == {}
 
-    out = run_cli(["ladder", str(d), "--preset", "1m", "--top", "2", "--baselines", "uniform"],
+    # The command joins the tests' Ray (as it would join a cluster) rather than starting its own.
+    address = ray_session.get_runtime_context().gcs_address
+    out = run_cli(["ladder", str(d), "--preset", "1m", "--top", "2", "--baselines", "uniform", "--address", address],
                   env={**os.environ, "COLUMNS": "300"}, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "winner held: no" in out.stdout and "Spearman" in out.stdout
