@@ -24,6 +24,8 @@ class SweepMetrics:
                                   tag_keys=("sweep", "trial", "domain"))
         self.tokens_per_s = metrics.Gauge("mixsweep_trial_tokens_per_second", "Training tokens per second of a running trial",
                                           tag_keys=("sweep", "trial"))
+        self.weight = metrics.Gauge("mixsweep_trial_domain_weight", "Current domain weight of an online-mixing trial (DoReMi's proxy)",
+                                    tag_keys=("sweep", "trial", "domain"))
 
     def update(self, record: dict, state: SweepState) -> None:
         """Refresh the gauges a journal record can change."""
@@ -31,6 +33,8 @@ class SweepMetrics:
         if event == "trial_progress":
             for domain, loss in record["losses"].items():
                 self.loss.set(loss, {**self._tags, "trial": record["trial"], "domain": domain})
+            for domain, weight in (record.get("weights") or {}).items():
+                self.weight.set(weight, {**self._tags, "trial": record["trial"], "domain": domain})
             if record.get("elapsed_s"):
                 self.tokens_per_s.set(record["tokens"] / record["elapsed_s"], {**self._tags, "trial": record["trial"]})
         if event in ("sweep_started", "sweep_resumed", "trial_started", "trial_completed", "trial_failed", "trial_requeued"):
