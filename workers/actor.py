@@ -45,6 +45,8 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
     opened = open_domains(data)
     train = {d: t.train for d, t in opened.items()}
     val = {d: t.val for d, t in opened.items()}
+    # Held-out sets (spec `eval_domains`) are evaluated like domains but never sampled for training.
+    val.update({d: t.val for d, t in open_domains(data, "eval_domains").items()})
     # Per-trial options the strategy asked for (Strategy.trial_options; part of the trial id). Files go to
     # the trial's directory, a path or URI that every node reaches.
     options = payload.get("options") or {}
