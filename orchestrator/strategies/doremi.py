@@ -134,7 +134,8 @@ class DoReMi(Strategy):
         if not ordinary:
             raise ValueError("no completed trial yet: nothing to recommend")
         best = min(ordinary, key=lambda o: self.objective(o.losses))
-        why = self.stopped or "the sweep's budget ended first (DoReMi needs 3 trials)"
+        why = self.stopped or ("the sweep's budget ended first (DoReMi needs 3 trials)" if self.reference_weights else
+                               "DoReMi learns its weights in a sweep (reference, proxy, then the average), not from a runs table")
         return Recommendation(mixture=best.mixture, predicted=dict(best.losses), predicted_std=dict(best.loss_stderr),
                               objective=self.objective(best.losses), objective_std=self.objective.std(best.loss_stderr),
                               source="observed", trials_used=len(self.observations),
