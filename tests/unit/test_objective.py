@@ -218,3 +218,15 @@ def test_mixmin_minimises_the_worst_domain_of_the_expert_ensemble():
     w_mean, w_worst = (results[k].mixture.as_array() for k in ("mean", "worst"))
     assert w_worst[0] > w_mean[0] + 0.05
     assert max(results["worst"].predicted.values()) < max(results["mean"].predicted.values())
+
+
+def test_gp_worst_excess_trades_the_mean_for_the_starved_domain():
+    obj = objective("worst", excess=True)
+    s = build_strategy("gp", {"fit_maxiter": 20, "candidates": 256, "local_candidates": 64, "initial_trials": 4}, D3, obj, seed=0)
+    for _ in range(2):
+        for m in s.ask(4, []):
+            s.tell(m, loss_dict(m.as_array()))
+    assert obj.reference_known
+    w, mean_opt = s.recommend().mixture.as_array(), _mean_optimum()
+    assert w[0] > mean_opt[0] + 0.15  # domain a gets data back
+    assert obj(loss_dict(w)) < obj(loss_dict(mean_opt)) - 0.02  # and no domain is much worse than under uniform
