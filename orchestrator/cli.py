@@ -35,6 +35,7 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.controller import SweepDirExists
     from orchestrator.export import ExportError
+    from orchestrator.ladder import LadderError
     from orchestrator.lock import SweepLocked
     from orchestrator.resume import SpecChanged
     from orchestrator.runs import RunsTableError
@@ -42,7 +43,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from workers.corpus import CorpusError
     from workers.data import DataError
 
-    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError, ExportError)
+    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError, LadderError, ExportError)
 
 
 @app.command()
@@ -120,7 +121,7 @@ def _drive(s, sweep_dir: str, address: str | None, quiet: bool, resume: bool) ->
     if rec is None:
         raise UserError(f"no trial completed; see `mixsweep status {sweep_dir}` for the reasons")
     console.print(recommendation_table(rec.to_json(), s.objective.kind))
-    console.print(f"report: {paths['objective_plot']}  recommendation: {paths.get('recommendation')}", soft_wrap=True)
+    console.print(f"report: {paths['html']}  recommendation: {paths.get('recommendation')}", soft_wrap=True)
 
 
 @app.command()
@@ -171,11 +172,19 @@ def status(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
         obj = f"{tr['objective']:.4f}" if tr["objective"] is not None else ""
         t.add_row(tr["id"], tr["status"], str(tr["attempts"]), mix, obj, tr["reason"] or "")
     console.print(t)
+    if summary.get("ladder"):  # scale-ladder re-trainings (orchestrator/ladder.py)
+        lt = Table(title="scale ladder")
+        for col in ("trial", "preset", "role", "status", "objective"):
+            lt.add_column(col)
+        for tr in summary["ladder"]:
+            obj = f"{tr['objective']:.4f}" if tr["objective"] is not None else (tr["reason"] or "")
+            lt.add_row(tr["id"], tr["preset"], tr["role"] or "", tr["status"], obj)
+        console.print(lt)
 
 
 @app.command()
 def report(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")) -> None:
-    """Write report/recommendation.json and report/objective.png from the sweep directory."""
+    """Write report/report.html (self-contained), its PNGs and recommendation.json from the sweep directory."""
     from orchestrator.report import write_report
     from orchestrator.storage import SweepStore
 
@@ -184,6 +193,39 @@ def report(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
     SweepStore(dir).push(force=True)
     for name, p in paths.items():
         console.print(f"{name}: {p}")
+
+
+@app.command()
+def ladder(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of a finished sweep."),
+           preset: str = typer.Option(..., "--preset", help="The larger model preset to re-train at (e.g. 1m, 25m)."),
+           top: int = typer.Option(3, "--top", min=1, help="How many of the sweep's best mixtures to re-train."),
+           baselines: str = typer.Option("uniform,token_prior", "--baselines", help="Baselines re-trained beside them (comma-separated; '' for none)."),
+           address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).")) -> None:
+    """Re-train a finished sweep's best mixtures and the baselines at a larger preset; report whether the winner held."""
+    from orchestrator.ladder import LadderError, check_rung, run_ladder_command
+    from orchestrator.report import write_report
+
+    chosen = [b.strip() for b in baselines.split(",") if b.strip()]
+    unknown = sorted(set(chosen) - {"uniform", "token_prior"})
+    if unknown:
+        raise LadderError(f"--baselines: unknown {unknown}; use uniform and/or token_prior")
+    local = _local(dir)
+    s = frozen_spec(local)
+    check_rung(s.proxy.preset, preset)  # before starting Ray
+    address = address or os.environ.get("RAY_ADDRESS")
+    _init_ray(address)
+    summary = run_ladder_command(s, dir, preset, top, chosen, log=lambda m: console.print(m, highlight=False),
+                                 cpu_fallback=address is None)
+    paths = write_report(local)
+    SweepStore(dir).push(force=True)
+    for rung in (summary or {}).get("rungs", []):
+        if rung["preset"] != preset:
+            continue
+        rho = "n/a" if rung["spearman"] is None else f"{rung['spearman']:.2f}"
+        held = {True: "yes", False: "no", None: "n/a"}[rung["winner_held"]]
+        console.print(f"ladder {s.proxy.preset} -> {preset}: Spearman {rho} over {rung['pairs']} mixtures; winner held: {held} "
+                      f"(winner at {s.proxy.preset}: {rung['winner_base']}, at {preset}: {rung['winner']})", highlight=False, soft_wrap=True)
+    console.print(f"report: {paths['html']}", soft_wrap=True)
 
 
 @app.command("export")
