@@ -18,9 +18,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from orchestrator.mixture import Mixture
+from orchestrator.objective import CONSTRAINT_PENALTY
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
 from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
-from orchestrator.objective import CONSTRAINT_PENALTY
 from orchestrator.surrogates.base import Surrogate, single_threaded
 
 

@@ -44,7 +44,8 @@ def compose(mean: np.ndarray, std: np.ndarray, coefficients: np.ndarray) -> tupl
     """Objective mean and std from per-domain mean/std (n, m) and coefficients (m,).
 
     The objective is linear in the losses; domain errors are treated as independent (the surrogates
-    model domains separately), so variances add with squared coefficients.
+    model domains separately), so variances add with squared coefficients. Strategies compose through
+    `Objective.compose`, which does this for linear objectives and Monte Carlo for `worst`.
     """
     return mean @ coefficients, np.sqrt((std**2) @ (coefficients**2))
 
