@@ -202,15 +202,15 @@ class Controller:
                     self._advance(gen)
                 self._check_deadlines()
             rec = self._recommend()
-            self._record("sweep_finished", completed=len(self.state.completed), reused=self.state.reused)
-            return rec
-        finally:
-            self._save_strategy(force=True)
             if self.spec.ladder is not None and rec is not None:
                 # Scale ladder: re-train the best mixtures and baselines at larger presets (orchestrator/ladder.py).
                 from orchestrator.ladder import LadderStage
 
                 LadderStage(self).run(self.spec.ladder.presets, self.spec.ladder.top_k, self.spec.ladder.baselines)
+            self._record("sweep_finished", completed=len(self.state.completed), reused=self.state.reused)
+            return rec
+        finally:
+            self._save_strategy(force=True)
             for r in self.running.values():
                 stop(r.actor)
             self.journal.close()
@@ -297,12 +297,12 @@ class Controller:
                 "cpus": self.where.num_cpus}
         if self.spec.trainer.kind == "proxy":
             base["train_config"] = TrainConfig.from_spec(self.spec.proxy, self.spec.seed).__dict__
+        elif self.spec.trainer.kind == "synthetic":  # its optimum may depend on the model size (scale ladder)
+            base["trainer"]["preset"] = self.spec.proxy.preset
         return base
 
     def _start(self, tid: str, mixture: Mixture) -> None:
         tdir = trial_dir(self.dir, tid)
-        elif self.spec.trainer.kind == "synthetic":  # its optimum may depend on the model size (scale ladder)
-            base["trainer"]["preset"] = self.spec.proxy.preset
         tdir.mkdir(parents=True, exist_ok=True)
         # Actors write checkpoints where every node can reach them: the sweep's own location.
         shared = f"{self.store.location.rstrip('/')}/trials/{tid}" if self.store.remote else str(tdir.resolve())
