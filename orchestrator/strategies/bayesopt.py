@@ -138,8 +138,16 @@ class BayesOpt(Strategy):
         super().tell(mixture, losses, loss_stderr)
         self._ensure_known(mixture)
         self._held.append((mixture, dict(losses), dict(loss_stderr or {})))
-        if self.objective.excess and not self.objective.reference_known:
+        if self.objective.excess and not self.objective.reference_known and not self._reference_failed():
             return  # the objective metric is undefined until the reference run completes
+        self._complete_held()
+
+    def _reference_failed(self) -> bool:
+        ref = self.objective.reference_point(self.domains)
+        return any(np.max(np.abs(m.as_array() - ref)) <= 1e-6 for m, _ in self.failures)
+
+    def _complete_held(self) -> None:
+        """Hand Ax the results held back (all of them once the reference is known or has failed)."""
         if self.objective.max_excess is not None and self.objective.reference_known:
             limits = self.objective.limits(self.domains)
             if len(self._constraints_at) < int(np.isfinite(limits).sum()):
@@ -157,6 +165,10 @@ class BayesOpt(Strategy):
         idx = self._index.pop(mixture.key(), None)
         if idx is not None:
             self._client.mark_trial_failed(trial_index=idx, failed_reason=reason[:200])
+        if self._held and self._reference_failed():
+            # No reference run will come: `excess` falls back to the plain worst loss (noted in the
+            # recommendation) rather than keeping every result from Ax for good.
+            self._complete_held()
 
     def recommend(self) -> Recommendation:
         """The model's best mixture with its predicted per-domain losses (falls back to observed)."""
@@ -164,14 +176,14 @@ class BayesOpt(Strategy):
         try:
             params, prediction, _, _ = self._client.get_best_parameterization(use_model_predictions=True)
         except Exception as err:  # Ax raises when no model can be fitted yet (e.g. one trial)
-            return Recommendation(**{**base.__dict__, "notes": [f"model unavailable ({type(err).__name__}); best observed"]})
+            return Recommendation(**{**base.__dict__, "notes": [f"model unavailable ({type(err).__name__}); best observed", *base.notes]})
         u = np.array([params[f"u{i}"] for i in range(len(self.domains) - 1)])
         mixture = Mixture.from_array(self.domains, cube_to_simplex(u))
         try:
             # Ax's best point may fall back to raw data when it distrusts its fit; ask the model itself.
             (prediction,) = self._client.predict(points=[dict(params)])
         except Exception as err:
-            return Recommendation(**{**base.__dict__, "notes": [f"model prediction failed ({type(err).__name__}); best observed"]})
+            return Recommendation(**{**base.__dict__, "notes": [f"model prediction failed ({type(err).__name__}); best observed", *base.notes]})
         mean = {d: float(prediction[_metric(d)][0]) for d in self.domains if _metric(d) in prediction}
         std = {d: float(prediction[_metric(d)][1]) for d in mean}
         if not all(d in mean for d in self.objective.coefficients):

@@ -120,6 +120,17 @@ def test_bayesopt_worst_excess_holds_results_back_until_the_reference_completes(
     assert max(got) == pytest.approx(expected) or min(got) == pytest.approx(expected)
 
 
+def test_bayesopt_releases_held_results_when_the_reference_run_fails():
+    obj = objective(excess=True)
+    s = build_strategy("bayesopt", {"initial_trials": 3}, D3, obj, seed=0)
+    ref, other = s.ask(2, [])
+    s.tell(other, loss_dict(other.as_array()))
+    s.tell_failed(ref, "node lost")
+    df = s._client._experiment.lookup_data().df
+    assert df[df.metric_name == "objective"]["mean"].tolist() == [max(loss_dict(other.as_array()).values())]
+    assert any("has not completed" in n for n in s.recommend().notes)
+
+
 def _mean_optimum() -> np.ndarray:
     w, _ = minimize_on_simplex(lambda W: true_losses(W).mean(axis=1), Bounds.of(D3), np.random.default_rng(0))
     return w
