@@ -117,11 +117,12 @@ def interleave(datasets, seed=0, stopping_strategy={stopping_strategy!r}):
 
 
 def runs_table(state: SweepState) -> Any:
-    """Every completed trial as a runs-table DataFrame, with trial id, objective and wall time."""
+    """Every completed trial that measures its mixture (not DoReMi's online proxy run) as a runs-table
+    DataFrame, with trial id, objective and wall time."""
     from orchestrator.mixture import Mixture
     from orchestrator.trial import TrialStatus
 
-    done = [t for t in state.in_order() if t.status == TrialStatus.COMPLETED and t.losses is not None]
+    done = [t for t in state.in_order() if t.status == TrialStatus.COMPLETED and t.losses is not None and t.measures_mixture]
     if not done:
         raise ExportError("the sweep has no completed trial; a runs table needs at least one")
     frame = runs_frame([Mixture.from_dict(t.mixture, state.domains or tuple(t.mixture)) for t in done],

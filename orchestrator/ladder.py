@@ -40,7 +40,7 @@ def ladder_mixtures(state: SweepState, domains: tuple[str, ...], top_k: int, bas
                     domain_tokens: dict[str, int] | None) -> list[tuple[str, Mixture]]:
     """(role, mixture) to re-train: the `top_k` best completed sweep trials by objective (top1 first),
     then the baselines. A mixture that is both (uniform among the best) is listed once, roles joined."""
-    done = sorted((t for t in state.completed if t.objective is not None and math.isfinite(t.objective)),
+    done = sorted((t for t in state.completed if t.objective is not None and math.isfinite(t.objective) and t.measures_mixture),
                   key=lambda t: (t.objective, t.proposed_seq))
     out = [(f"top{i}", Mixture.from_dict(t.mixture, domains)) for i, t in enumerate(done[:top_k], 1)]
     for name in baselines:

@@ -30,6 +30,13 @@ class TrialRecord:
     preset: str | None = None  # ladder trials: the model preset it trained at (None: the sweep's own trials)
     role: str | None = None  # ladder trials: top1..topK, uniform or token_prior
 
+    @property
+    def measures_mixture(self) -> bool:
+        """False for a run whose losses are not those of a model trained on its mixture: DoReMi's
+        proxy run (online mixing) starts at the reference mixture and reweights as it trains, so it
+        is never the best run, a runs-table row or a ladder rung."""
+        return not (self.options and "online" in self.options)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -132,7 +139,7 @@ class SweepState:
         return self.by_status(TrialStatus.COMPLETED)
 
     def best(self) -> TrialRecord | None:
-        done = [t for t in self.completed if t.objective is not None and math.isfinite(t.objective)]
+        done = [t for t in self.completed if t.objective is not None and math.isfinite(t.objective) and t.measures_mixture]
         return min(done, key=lambda t: t.objective) if done else None
 
     def summary(self) -> dict[str, Any]:

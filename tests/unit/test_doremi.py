@@ -277,6 +277,11 @@ def test_doremi_sweep_on_ray_recommends_a_measured_run_at_the_averaged_weights(r
     for e in events:
         state.apply(e)
     assert state.trials[proxy["trial"]].to_json()["online_weights"] == weights[-1]  # what `status --json` shows
+    # The proxy run's losses are not its mixture's: never the best run, or a runs-table row.
+    from orchestrator.export import runs_table
+
+    assert not state.trials[proxy["trial"]].measures_mixture and state.best().id != proxy["trial"]
+    assert proxy["trial"] not in set(runs_table(state)["trial"]) and len(runs_table(state)) == 2
 
 
 def test_resume_rebuilds_doremi_from_the_journal_alone():
