@@ -44,17 +44,18 @@ class RealTrials:
     def __init__(self, tokens: int, cache_dir: str) -> None:
         import torch
 
-        from workers.data import prepare_domains
+        from workers.data import data_payload, open_domains, prepare_domains
         from workers.train import TrainConfig
 
         torch.set_num_threads(2)
         spec = parse_spec({"domains": {d: {"demo": d} for d in DOMAINS}, "data": {"cache_dir": cache_dir},
                            "proxy": {"preset": "debug", "tokens_per_trial": tokens, "eval_every_tokens": tokens}})
         self.config = TrainConfig.from_spec(spec.proxy, 0)
-        prepared, self.vocab = prepare_domains(spec, self.config.resolved()[0], log=lambda m: None)
-        self.train = {d: t.train for d, t in prepared.items()}
-        self.val = {d: t.val for d, t in prepared.items()}
-        self.domain_tokens = {d: int(len(t)) for d, t in self.train.items()}
+        shards, self.vocab = prepare_domains(spec, self.config.resolved()[0], log=lambda m: None)
+        opened = open_domains(data_payload(shards, spec))  # memory-mapped, as a trial reads them
+        self.train = {d: t.train for d, t in opened.items()}
+        self.val = {d: t.val for d, t in opened.items()}
+        self.domain_tokens = {d: s.train_tokens for d, s in shards.items()}
         self.tmp = tempfile.mkdtemp(prefix="mixsweep-real-")
         self.cache: dict[tuple[str, int, bool], tuple[dict, dict, str | None]] = {}
         self.trained, self.train_s = 0, 0.0
