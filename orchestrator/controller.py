@@ -99,6 +99,10 @@ class Controller:
         if t["kind"] == "proxy":
             proxy = self.spec.proxy.model_dump(mode="json")
             proxy.pop("checkpoint_every_tokens")  # how often a trial saves itself does not change its result
+            proxy.pop("compile")  # nor does compiling it
+            # The budget itself, however it was given: a spec that names its tokens keeps the ids it had.
+            proxy["tokens_per_trial"] = self.spec.proxy.training_tokens()
+            proxy.pop("tokens_per_param")
             t.update(proxy=proxy, model=preset_json(self.spec.proxy.preset), tokenizer=self.spec.tokenizer.model_dump(mode="json"))
         return t
 
@@ -336,7 +340,9 @@ class Controller:
             return
         record = self._record("trial_progress", trial=run.trial, step=message.step, tokens=message.tokens,
                               losses=message.losses, **({"weights": message.weights} if message.weights else {}),
-                              elapsed_s=round(message.elapsed_s, 3))
+                              elapsed_s=round(message.elapsed_s, 3),
+                              **({"loss_stderr": message.loss_stderr} if message.loss_stderr else {}),
+                              **({"tokens_per_s": round(message.tokens_per_s, 1)} if message.tokens_per_s else {}))
         with open(trial_dir(self.dir, run.trial) / "progress.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
         bad = {d: v for d, v in message.losses.items() if not math.isfinite(v) or (self._bound and v > self._bound)}

@@ -71,7 +71,7 @@ def attempt_timeout_s(spec) -> float | None:
     if spec.budget.trial_timeout_s is not None:
         return spec.budget.trial_timeout_s
     if spec.trainer.kind == "proxy":
-        return spec.proxy.tokens_per_trial / 500.0 + 600.0
+        return spec.proxy.training_tokens() / 500.0 + 600.0
     if spec.trainer.kind == "synthetic":
         return 10.0 * spec.trainer.duration_s + 60.0
     return None

@@ -39,12 +39,15 @@ def trial_id(mixture: Mixture, proxy: Mapping[str, Any], seed: int) -> str:
 
 @dataclass(frozen=True)
 class Progress:
-    """One evaluation during training. Losses in nats/token on each domain's held-out tokens."""
+    """One evaluation during training. Losses in nats/token on each domain's held-out tokens, with their
+    standard errors; `tokens_per_s` is the training speed so far (0 where the trainer does not say)."""
 
     step: int
     tokens: int
     losses: dict[str, float]
     elapsed_s: float = 0.0
+    loss_stderr: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: float = 0.0
     weights: dict[str, float] | None = None  # online mixing (DoReMi): the domain weights at this step
 
     def to_json(self) -> dict[str, Any]:

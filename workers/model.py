@@ -27,6 +27,7 @@ def build_model(preset: Preset, vocab_size: int, seq_len: int) -> torch.nn.Modul
         max_position_embeddings=seq_len,
         tie_word_embeddings=True,
         attn_implementation="sdpa",
+        use_cache=False,  # training only: no key/value cache object built on every forward
     )
     return LlamaForCausalLM(config)
 

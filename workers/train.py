@@ -6,6 +6,7 @@ A plain function (no Ray): the actor wraps it, tests call it directly.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from orchestrator.trial import Progress, TrialResult
 from workers.data import MixtureSampler
 from workers.evaluate import evaluate
 from workers.model import PRESETS, build_model
+from workers.throughput import ThroughputMeter, flops_per_token
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,14 @@ class TrainConfig:
     weight_decay: float = 0.1
     seed: int = 0
     checkpoint_every_tokens: int | None = None
+    compile: bool = False  # torch.compile the training forward/backward (eager where compiling fails)
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere; "bf16" or "fp32" force it
 
     @classmethod
     def from_spec(cls, proxy, seed: int) -> "TrainConfig":
-        return cls(preset=proxy.preset, tokens=proxy.tokens_per_trial, eval_every_tokens=proxy.eval_every_tokens,
+        return cls(preset=proxy.preset, tokens=proxy.training_tokens(), eval_every_tokens=proxy.eval_every_tokens,
                    seq_len=proxy.seq_len, batch_size=proxy.batch_size, learning_rate=proxy.learning_rate, seed=seed,
-                   checkpoint_every_tokens=proxy.checkpoint_every_tokens)
+                   checkpoint_every_tokens=proxy.checkpoint_every_tokens, compile=proxy.compile)
 
     def resolved(self) -> tuple[int, int, float]:
         p = PRESETS[self.preset]
@@ -53,6 +59,49 @@ def lr_at(step: int, n_steps: int, peak: float, warmup_fraction: float) -> float
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, n_steps - warmup)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The device given, else the GPU Ray assigned this trial (CUDA_VISIBLE_DEVICES), else the CPU.
+
+    With a fractional `resources.gpus`, several trials see the same GPU as cuda:0 and share it."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """bf16 autocast on CUDA (weights and optimiser state stay fp32); None (fp32) on CPU unless forced,
+    because CPUs without bf16 matrix units run autocast slower than fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision {precision!r}: use auto, bf16 or fp32")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with one fused kernel over all parameters (CUDA and CPU kernels exist in torch >= 2.4)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay, fused=True)
+
+
+def compile_or_eager(model: torch.nn.Module, example: torch.Tensor, amp: torch.dtype | None) -> Callable:
+    """torch.compile(model), compiled now on `example` (forward and backward), or `model` itself with a
+    one-line warning when compiling fails (no C++ compiler, an unsupported op). Leaves no gradients.
+
+    The compiled module shares the model's parameters; checkpoints and evaluation use `model`, so
+    state-dict keys do not change with the flag."""
+    try:
+        compiled = torch.compile(model)
+        with torch.autocast(example.device.type, dtype=amp, enabled=amp is not None):
+            logits = compiled(input_ids=example).logits
+        logits.float().mean().backward()
+        return compiled
+    except Exception as err:  # any compiler failure: training eagerly is always possible
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        log.warning("proxy.compile: torch.compile failed (%s: %s); training eagerly", type(err).__name__, reason)
+        torch._dynamo.reset()  # drop the half-built graphs
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)
 
 
 def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mapping[str, np.ndarray],
@@ -79,14 +128,13 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
     Returns the final evaluation as a TrialResult (losses in nats/token).
     """
     t0 = time.perf_counter()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = torch.bfloat16 if device.type == "cuda" else None
+    device = pick_device(device)
+    amp = autocast_dtype(device, config.precision)
     torch.manual_seed(config.seed)
     seq_len, batch_size, peak_lr = config.resolved()
     sampler = MixtureSampler(train, mixture, seq_len, batch_size, config.tokens, config.seed)
     model = build_model(PRESETS[config.preset], vocab_size, seq_len).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.95), weight_decay=config.weight_decay,
-                            fused=device.type == "cuda")
+    opt = make_optimizer(model, peak_lr, config.weight_decay, device)
     tokens_per_step = batch_size * seq_len
     eval_every = max(1, config.eval_every_tokens // tokens_per_step)
     ckpt = Checkpointer(checkpoint_dir, config.checkpoint_every_tokens, tokens_per_step)
@@ -96,13 +144,19 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
         on_eval = online.reporting(on_eval)
         if start and online.resample:  # batches after a resume follow the restored weights
             sampler.set_weights(online.weights, start)
+    forward = model
+    if config.compile:
+        forward = compile_or_eager(model, _to(sampler.batch(start)[0], device)[:, :-1], amp)
+    meter = ThroughputMeter(device, flops_per_token(PRESETS[config.preset], vocab_size, seq_len))
+    meter.resume()
+    trained_since = start  # first step of the stretch the meter is timing
     for step in range(start, sampler.n_steps):
         batch, domain_ids = sampler.batch(step)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, sampler.n_steps, peak_lr, config.warmup_fraction)
-        x = torch.from_numpy(batch).to(device, non_blocking=True)
+        x = _to(batch, device)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(input_ids=x[:, :-1]).logits
+            logits = forward(input_ids=x[:, :-1]).logits
         if online is None:
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
         else:  # the mixer weighs the per-token losses (and may re-mix the steps still to come)
@@ -111,16 +165,22 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
                 sampler.set_weights(online.weights, step + 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)  # one kernel per op on CPU too
         opt.step()
         done = step + 1
         if done % eval_every == 0 or done == sampler.n_steps:
+            meter.pause((done - trained_since) * tokens_per_step)
             losses, stderr = evaluate(model, val, seq_len, batch_size, device, amp)
             if not all(math.isfinite(v) for v in losses.values()):
                 raise FloatingPointError(f"diverged: non-finite validation loss at step {done} ({losses})")
-            on_eval(Progress(step=done, tokens=done * tokens_per_step, losses=losses, elapsed_s=time.perf_counter() - t0))
+            on_eval(Progress(step=done, tokens=done * tokens_per_step, losses=losses, elapsed_s=time.perf_counter() - t0,
+                             loss_stderr=stderr, tokens_per_s=meter.current().tokens_per_s))
+            meter.resume()
+            trained_since = done
         ckpt.maybe_save(done, model, opt, losses, stderr)
-    info = {"device": str(device), "sequences_per_domain": sampler.counts, "resumed_from_step": start}
+    info = {"device": str(device), "sequences_per_domain": sampler.counts, "resumed_from_step": start,
+            "compiled": forward is not model, "autocast": str(amp).removeprefix("torch.") if amp else None,
+            "throughput": meter.current().to_json()}
     if token_logprobs_to:
         from orchestrator.storage import write_arrays
         from workers.experts import token_logprobs
@@ -134,6 +194,12 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
         info["final_weights"] = final_weights_to
     return TrialResult(losses=losses, loss_stderr=stderr, tokens=sampler.tokens, steps=sampler.n_steps,
                        wall_s=time.perf_counter() - t0, info=info)
+
+
+def _to(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host batch to device; pinned on CUDA so the copy is asynchronous and the step never waits for it."""
+    x = torch.from_numpy(batch)
+    return x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x
 
 
 class Checkpointer:
