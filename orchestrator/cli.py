@@ -200,7 +200,8 @@ def ladder(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
            preset: str = typer.Option(..., "--preset", help="The larger model preset to re-train at (e.g. 1m, 25m)."),
            top: int = typer.Option(3, "--top", min=1, help="How many of the sweep's best mixtures to re-train."),
            baselines: str = typer.Option("uniform,token_prior", "--baselines", help="Baselines re-trained beside them (comma-separated; '' for none)."),
-           address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).")) -> None:
+           address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
+           scale_model: bool = typer.Option(False, "--scale-model", help="Also recommend a mixture at that preset from a GP with model size as an input.")) -> None:
     """Re-train a finished sweep's best mixtures and the baselines at a larger preset; report whether the winner held."""
     from orchestrator.ladder import LadderError, check_rung, run_ladder_command
     from orchestrator.report import write_report
@@ -215,7 +216,7 @@ def ladder(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
     address = address or os.environ.get("RAY_ADDRESS")
     _init_ray(address)
     summary = run_ladder_command(s, dir, preset, top, chosen, log=lambda m: console.print(m, highlight=False),
-                                 cpu_fallback=address is None)
+                                 cpu_fallback=address is None, scale_model=scale_model)
     paths = write_report(local)
     SweepStore(dir).push(force=True)
     for rung in (summary or {}).get("rungs", []):

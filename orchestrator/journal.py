@@ -25,6 +25,7 @@ EVENTS = (
     "trial_requeued",
     "trial_progress",
     "trial_completed",
+    "scale_recommended",
     "trial_failed",
     "trial_reused",
     "recommended",

@@ -9,8 +9,10 @@ small-scale winner is still the winner.
 Ladder trials are ordinary journaled trials (`trial_proposed` carries `preset` and `role`), so they
 survive a crash and are never trained twice; their id is the content hash of (mixture, trainer, seed,
 preset) with the preset appended (`t<hash>-1m`). They spend no budget and are not told to the
-strategy: a loss measured on another model size is not an observation of the same function (using
-model size as a surrogate input is not implemented; docs/decisions.md). A baseline that the sweep did
+strategy: a loss measured on another model size is not an observation of the same function. When
+asked (`ladder.scale_model`, `mixsweep ladder --scale-model`), a GP with model size as an input
+(orchestrator/scale_model.py) is fitted on the sweep's and the ladder's runs after each rung, and its
+recommendation at that rung's size is journaled (`scale_recommended`) beside the sweep's own. A baseline that the sweep did
 not train itself is also trained at the first preset, so that both scales have its objective.
 """
 
@@ -24,6 +26,7 @@ import ray
 
 from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop
 from orchestrator.mixture import Mixture
+from orchestrator.optimize import Bounds
 from orchestrator.sweepdir import JOURNAL, trial_dir, write_json_atomic
 from orchestrator.trial import Placement, TrialResult, TrialStatus, message_from_json, trial_id
 
@@ -76,8 +79,9 @@ def rung_spec(spec, preset: str):
 class LadderStage:
     """Runs the ladder's trials through a controller that holds the sweep's journal and lock."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, scale_model: bool = False) -> None:
         self.c = controller
+        self.scale_model = scale_model  # `mixsweep ladder --scale-model` (the spec's ladder.scale_model otherwise)
         self.domain_tokens = getattr(controller.strategy, "domain_tokens", None) or getattr(controller.state, "domain_tokens", None)
         self._data: dict[str, tuple[Any, int]] = {}
 
@@ -106,7 +110,29 @@ class LadderStage:
             if todo:
                 c.log(f"ladder: {len(todo)} trial(s) at preset {preset}")
                 self._train(preset, todo)
+            if getattr(c.spec.ladder, "scale_model", False) or self.scale_model:
+                self._recommend_at_scale(base, preset)
         return ladder_summary(c.state, base)
+
+    def _recommend_at_scale(self, base: str, preset: str) -> None:
+        """Journal the scale-aware model's recommendation at `preset` (or why there is none)."""
+        c = self.c
+        if preset == base:
+            return
+        strategy = c.strategy
+        bounds = getattr(strategy, "bounds", None)
+        if bounds is None:  # strategies without bounds: the simplex, inside the data's caps
+            caps = getattr(strategy, "caps", None) or {}
+            bounds = Bounds.of(c.domains, 0.0, {d: (0.0, caps[d]) for d in caps})
+        try:
+            rec = scale_recommendation(c.state, c.domains, base, preset, strategy.objective, bounds, c.spec.seed)
+        except ValueError as err:
+            c.log(f"ladder: no scale-aware recommendation at {preset}: {err}")
+            c._record("scale_recommended", preset=preset, mixture=None, note=str(err))
+            return
+        c._record("scale_recommended", **rec)
+        c.log(f"ladder: scale-aware recommendation at {preset}: {Mixture.from_dict(rec['mixture'], c.domains)} "
+              f"(predicted objective {rec['objective']:.4f} ± {rec['objective_std']:.4f})")
 
     def _rung_data(self, preset: str) -> tuple[Any, int]:
         """What trials at `preset` read (the controller's data payload) and the vocabulary, per rung."""
@@ -207,6 +233,50 @@ class LadderStage:
         return False
 
 
+def scale_recommendation(state: SweepState, domains: tuple[str, ...], base: str, preset: str, objective,
+                         bounds: Bounds, seed: int) -> dict[str, Any]:
+    """The mixture to use at `preset`, from a GP with model size as an input (orchestrator/scale_model.py)
+    fitted on every completed sweep trial (at `base`) and ladder trial (at its preset): the minimiser of
+    the predicted objective + 1 std at that size inside `bounds`, as a model strategy recommends
+    (orchestrator/strategies/model_based.py), with predicted per-domain losses and std. ValueError
+    when there are too few runs to fit."""
+    import numpy as np
+
+    from orchestrator.optimize import minimize_on_simplex
+    from orchestrator.scale_model import ScaleAwareGP
+    from orchestrator.strategies.model_based import RECOMMEND_RISK
+    from workers.presets import PRESETS
+
+    runs = [(t, base) for t in state.completed if t.measures_mixture]
+    runs += [(t, t.preset) for t in state.ladder.values() if t.status == TrialStatus.COMPLETED]
+    runs = [(t, p) for t, p in runs if t.losses and all(math.isfinite(v) for v in t.losses.values())]
+    if not runs:
+        raise ValueError("no completed trial to fit")
+    loss_domains = tuple(d for d in runs[0][0].losses if all(d in t.losses for t, _ in runs))
+    W = np.array([Mixture.from_dict(t.mixture, domains).as_array() for t, _ in runs])
+    P = np.array([PRESETS[p].non_embedding_params() for _, p in runs], dtype=float)
+    Y = np.array([[t.losses[d] for d in loss_domains] for t, _ in runs])
+    model = ScaleAwareGP().fit(W, P, Y)
+    size = PRESETS[preset].non_embedding_params()
+
+    def upper(X: np.ndarray) -> np.ndarray:
+        mean, std = model.predict(X, size)
+        value, value_std = objective.compose(mean, std, loss_domains)
+        penalty = objective.penalised(mean, loss_domains) - objective.values(mean, loss_domains) if objective.constrained else 0.0
+        return value + RECOMMEND_RISK * value_std + penalty
+
+    at_preset = [Mixture.from_dict(t.mixture, domains).as_array() for t, p in runs if p == preset]
+    centres = np.array(at_preset) if at_preset else None
+    w, _ = minimize_on_simplex(upper, bounds, np.random.default_rng([seed, len(runs), 11]), centres=centres)
+    mean, std = model.predict(w[None], size)
+    value, value_std = objective.compose(mean, std, loss_domains)
+    return {"preset": preset, "mixture": Mixture.from_array(domains, w).as_dict(),
+            "predicted_losses": dict(zip(loss_domains, map(float, mean[0]))),
+            "predicted_std": dict(zip(loss_domains, map(float, std[0]))),
+            "objective": float(value[0]), "objective_std": float(value_std[0]),
+            "runs": {"sweep": sum(p == base for _, p in runs), "ladder": sum(p != base for _, p in runs)}}
+
+
 def ladder_trial_id(mixture: Mixture, trial_config: dict[str, Any], seed: int, preset: str) -> str:
     """`t<hash>-<preset>`: the content address of a ladder trial, naming the preset it trains at."""
     return f"{trial_id(mixture, {**trial_config, 'ladder_preset': preset}, seed)}-{preset}"
@@ -229,7 +299,8 @@ def ladder_summary(state: SweepState, base_preset: str) -> dict[str, Any] | None
         rows = [{"role": t.role, "trial": t.id, "mixture": t.mixture, "status": t.status.value,
                  "objective": t.objective, "base_objective": at_base.get(key(t.mixture))}
                 for t in ladder if t.preset == preset]
-        rungs.append({"preset": preset, "rows": rows, **_compare(rows)})
+        rungs.append({"preset": preset, "rows": rows, **_compare(rows),
+                      **({"scale_recommended": state.scale_recommendations[preset]} if preset in state.scale_recommendations else {})})
     return {"base_preset": base_preset, "rungs": rungs}
 
 
@@ -259,7 +330,7 @@ def check_rung(base: str, preset: str) -> None:
 
 
 def run_ladder_command(spec, sweep_dir: str, preset: str, top_k: int, baselines: list[str],
-                       log=print, cpu_fallback: bool = True) -> dict[str, Any] | None:
+                       log=print, cpu_fallback: bool = True, scale_model: bool = False) -> dict[str, Any] | None:
     """`mixsweep ladder`: re-train a finished sweep's best `top_k` mixtures and baselines at `preset`,
     holding the sweep's lock and appending to its journal (Ray must be initialised)."""
     from orchestrator.controller import Controller
@@ -281,7 +352,7 @@ def run_ladder_command(spec, sweep_dir: str, preset: str, top_k: int, baselines:
     try:
         c.where = placement(spec.resources, cpu_fallback)
         c.metrics = SweepMetrics(spec.name)
-        return LadderStage(c).run([base, preset], top_k, baselines)
+        return LadderStage(c, scale_model=scale_model).run([base, preset], top_k, baselines)
     finally:
         c.journal.close()
         c.lock.release()

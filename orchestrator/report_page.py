@@ -82,6 +82,15 @@ def _ladder_section(ladder: dict[str, Any] | None, out: Path) -> str:
                        f"<td>{_num(r['base_objective'])}</td><td>{_num(r['objective'])}</td></tr>" for r in rung["rows"])
         parts.append(f"<table><tr><th>mixture</th><th>trial</th><th>status</th><th>objective at {_e(ladder['base_preset'])}</th>"
                      f"<th>objective at {_e(rung['preset'])}</th></tr>{rows}</table>")
+        scaled = rung.get("scale_recommended")
+        if scaled and scaled.get("mixture"):
+            mix = ", ".join(f"{_e(d)} {w:.3f}" for d, w in scaled["mixture"].items())
+            parts.append(f'<p class="scale-model">Scale-aware model (model size as a GP input, {scaled["runs"]["sweep"]} sweep + '
+                         f'{scaled["runs"]["ladder"]} ladder runs) recommends at {_e(rung["preset"])}: {mix}; predicted objective '
+                         f'{scaled["objective"]:.4f} &plusmn; {scaled["objective_std"]:.4f}. Few larger-scale runs: read it as a '
+                         "direction to test, not a measurement.</p>")
+        elif scaled:
+            parts.append(f'<p class="note">No scale-aware recommendation at {_e(rung["preset"])}: {_e(scaled.get("note", ""))}</p>')
     if (out / "ladder.png").exists():
         parts.append(_img(out / "ladder.png", "objective at each scale"))
     return "".join(parts)

@@ -267,6 +267,8 @@ class LadderSpec(_Strict):
     top_k: int = Field(3, ge=1, le=100, description="Best completed sweep trials (by objective) re-trained at each larger preset.")
     baselines: list[Literal["uniform", "token_prior"]] = Field(
         default_factory=lambda: ["uniform", "token_prior"], description="Baseline mixtures re-trained beside them (token_prior needs data).")
+    scale_model: bool = Field(False, description="After each rung, fit a GP with model size as an input on every run and journal its "
+                              "recommendation at that rung's size (docs/report.md).")
 
     @field_validator("presets")
     @classmethod

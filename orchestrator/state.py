@@ -77,6 +77,9 @@ class SweepState:
     # Scale-ladder re-trainings (orchestrator/ladder.py): kept apart from `trials`, so they spend no
     # budget, are never told to the strategy, and never count as the sweep's best.
     ladder: dict[str, TrialRecord] = field(default_factory=dict)
+    # preset -> the scale-aware model's recommendation at that size (`scale_recommended`; mixture None
+    # with a note when it could not be fitted)
+    scale_recommendations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def apply(self, e: dict[str, Any]) -> None:
         """Fold one journal event into the state."""
@@ -119,6 +122,8 @@ class SweepState:
             t.status, t.reason = TrialStatus.FAILED, e.get("reason")
         elif kind == "trial_reused":
             self.reused += 1
+        elif kind == "scale_recommended":
+            self.scale_recommendations[e["preset"]] = {k: v for k, v in e.items() if k not in ("seq", "time", "event")}
         elif kind == "recommended":
             self.recommendation = {k: v for k, v in e.items() if k not in ("seq", "time", "event")}
         elif kind == "sweep_finished":

@@ -79,6 +79,45 @@ def test_ladder_reports_that_the_winner_held_when_the_optimum_stays(ray_session,
 
 
 @pytest.mark.slow
+def test_the_scale_model_moves_the_recommendation_toward_the_larger_scale_optimum(ray_session, moving_sweep, tmp_path):
+    """`ladder.scale_model`: a GP with model size as an input, fitted on both scales, recommends at 1m a
+    mixture nearer the 1m optimum than the sweep's own recommendation; it fits the 1m runs it saw."""
+    spec = parse_spec(_spec(True, {"presets": ["debug", "1m"], "top_k": 3, "baselines": ["uniform"], "scale_model": True}, trials=8))
+    Controller(spec, tmp_path / "s", log=lambda m: None).run()
+    state = replay(tmp_path / "s" / "journal.jsonl")
+    scaled = state.scale_recommendations["1m"]
+    assert scaled["runs"]["ladder"] == 4 and set(scaled["mixture"]) == set("abc")
+    l1 = lambda m, opt: sum(abs(m[d] - opt[d]) for d in "abc")  # noqa: E731
+    assert l1(scaled["mixture"], LARGE_OPT) < l1(state.recommendation["mixture"], LARGE_OPT)
+    # It fits what it saw at 1m (noise-free losses): the objective predicted for each re-trained mixture.
+    from orchestrator.ladder import scale_recommendation
+    from orchestrator.mixture import Mixture
+    from orchestrator.optimize import Bounds
+    from orchestrator.scale_model import ScaleAwareGP
+    from workers.presets import PRESETS
+
+    at_1m = [t for t in state.ladder.values() if t.preset == "1m"]
+    runs = [*((t, "debug") for t in state.completed), *((t, "1m") for t in at_1m)]
+    W = np.array([Mixture.from_dict(t.mixture, tuple("abc")).as_array() for t, _ in runs])
+    gp = ScaleAwareGP().fit(W, np.array([PRESETS[p].non_embedding_params() for _, p in runs], float),
+                            np.array([[t.losses[d] for d in "abc"] for t, _ in runs]))
+    mean, _ = gp.predict(W[-len(at_1m):], PRESETS["1m"].non_embedding_params())
+    assert np.abs(mean - np.array([[t.losses[d] for d in "abc"] for t in at_1m])).max() < 0.05
+    assert rung_has_scale_line(tmp_path / "s")
+    # Without the option (the module's sweep) there is no such recommendation.
+    assert replay(moving_sweep / "journal.jsonl").scale_recommendations == {}
+    with pytest.raises(ValueError, match="no completed trial"):
+        scale_recommendation(type(state)(), tuple("abc"), "debug", "1m", None, Bounds.of(tuple("abc")), 0)
+
+
+def rung_has_scale_line(sweep_dir: Path) -> bool:
+    """The report's ladder section shows the scale-aware recommendation."""
+    from orchestrator.report import write_report
+
+    return "Scale-aware model" in Path(write_report(sweep_dir)["html"]).read_text()
+
+
+@pytest.mark.slow
 def test_a_resumed_sweep_does_not_retrain_finished_ladder_trials(moving_sweep, tmp_path):
     # The journal is the truth: cutting it right after the first ladder trial completed at 1m leaves
     # exactly what a controller killed at that moment leaves.
