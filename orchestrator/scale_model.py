@@ -27,7 +27,7 @@ from botorch.models.transforms import Standardize
 from botorch.models.transforms.input import InputTransform
 
 from orchestrator.surrogates.base import check_xy, single_threaded
-from orchestrator.surrogates.gp import DTYPE, fit_model
+from orchestrator.surrogates.gp import DTYPE, fit_model, posterior_mean_std
 
 
 def scale_coordinate(params: float) -> float:
@@ -88,11 +88,4 @@ class ScaleAwareGP:
         if self.model is None:
             raise RuntimeError("fit the scale-aware model before predict")
         W = np.atleast_2d(np.asarray(W, dtype=float))
-        X = torch.tensor(np.column_stack([W, np.full(len(W), scale_coordinate(params))]), dtype=DTYPE)
-        means, stds = [], []
-        with torch.no_grad(), single_threaded():
-            for chunk in X.split(256):
-                post = self.model.posterior(chunk)
-                means.append(post.mean)
-                stds.append(post.variance.clamp_min(0).sqrt())
-        return torch.cat(means).numpy(), torch.cat(stds).numpy()
+        return posterior_mean_std(self.model, np.column_stack([W, np.full(len(W), scale_coordinate(params))]))

@@ -71,6 +71,19 @@ def fit_model(model: SingleTaskGP, maxiter: int) -> None:
     mll.eval()
 
 
+def posterior_mean_std(model: SingleTaskGP, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Marginal posterior mean and std (noise excluded) of every output at the rows of X: (n, m) each."""
+    # Chunks of 256 rows: a t-batch per row would make gpytorch recompute the training covariance
+    # for every row, and one chunk of all rows would form an (n, n) joint covariance per domain.
+    means, stds = [], []
+    with torch.no_grad(), single_threaded():
+        for chunk in torch.tensor(X, dtype=DTYPE).split(256):
+            post = model.posterior(chunk)
+            means.append(post.mean)
+            stds.append(post.variance.clamp_min(0).sqrt())
+    return torch.cat(means).numpy(), torch.cat(stds).numpy()
+
+
 class GPSurrogate(Surrogate):
     """Independent GP per domain on the Hellinger embedding; std is the posterior std of the mean
     loss (noise excluded), nats/token."""
@@ -95,16 +108,7 @@ class GPSurrogate(Surrogate):
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.model is None:
             raise RuntimeError("fit the surrogate before predict")
-        # Chunks of 256 rows: a t-batch per row would make gpytorch recompute the training covariance
-        # for every row, and one chunk of all rows would form an (n, n) joint covariance per domain.
-        Xt = torch.tensor(np.atleast_2d(X), dtype=DTYPE)
-        means, stds = [], []
-        with torch.no_grad(), single_threaded():
-            for chunk in Xt.split(256):
-                post = self.model.posterior(chunk)
-                means.append(post.mean)
-                stds.append(post.variance.clamp_min(0).sqrt())
-        return torch.cat(means).numpy(), torch.cat(stds).numpy()
+        return posterior_mean_std(self.model, np.atleast_2d(X))
 
     def info(self) -> dict[str, Any]:
         return {"surrogate": self.name, "fit_maxiter": self.maxiter}
