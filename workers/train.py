@@ -78,7 +78,7 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if precision == "bf16" else None
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with one fused kernel over all parameters (CUDA and CPU kernels exist in torch >= 2.4)."""
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay, fused=True)
 
@@ -134,7 +134,7 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
     seq_len, batch_size, peak_lr = config.resolved()
     sampler = MixtureSampler(train, mixture, seq_len, batch_size, config.tokens, config.seed)
     model = build_model(PRESETS[config.preset], vocab_size, seq_len).to(device)
-    opt = make_optimizer(model, peak_lr, config.weight_decay, device)
+    opt = make_optimizer(model, peak_lr, config.weight_decay)
     tokens_per_step = batch_size * seq_len
     eval_every = max(1, config.eval_every_tokens // tokens_per_step)
     ckpt = Checkpointer(checkpoint_dir, config.checkpoint_every_tokens, tokens_per_step)
