@@ -163,14 +163,18 @@ def status(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
     if as_json:
         print(json.dumps(summary, indent=2))
         return
+    # Counted apart: repeats (proposals answered from an earlier trial, no budget spent, no row) and
+    # replicates (re-runs the strategy asked for on purpose: trials with a row, budget spent).
     t = Table(title=f"{summary['name']}: {summary['completed']} completed, {summary['failed']} failed, "
-                    f"{summary['running']} running of {summary['budget']}")
+                    f"{summary['running']} running of {summary['budget']}; "
+                    f"{summary['reused']} repeats answered from earlier trials, {summary['replicates']} replicates")
     for col in ("trial", "status", "attempts", "mixture", "objective", "note"):
         t.add_column(col)
     for tr in summary["trials"]:
         mix = " ".join(f"{k}={v:.2f}" for k, v in tr["mixture"].items())
         obj = f"{tr['objective']:.4f}" if tr["objective"] is not None else ""
-        t.add_row(tr["id"], tr["status"], str(tr["attempts"]), mix, obj, tr["reason"] or "")
+        note = tr["reason"] or (f"replicate {tr['options']['replicate']}" if (tr.get("options") or {}).get("replicate") else "")
+        t.add_row(tr["id"], tr["status"], str(tr["attempts"]), mix, obj, note)
     console.print(t)
     if summary.get("ladder"):  # scale-ladder re-trainings (orchestrator/ladder.py)
         lt = Table(title="scale ladder")

@@ -9,8 +9,9 @@ Design:
   returns whichever trial spoke next: a progress event (journaled as it arrives) or the result.
 - The strategy only answers ask/tell. It is asked for as many mixtures as there are free slots, with
   the running mixtures as pending, and is told every result and every failure.
-- A trial is addressed by a hash of (mixture, proxy config, seed): a mixture proposed twice is
-  trained once, and its result is told again (`trial_reused`).
+- A trial is addressed by a hash of (mixture, proxy config, seed): a mixture proposed again (within
+  `budget.weight_precision`) is trained once, its result is told again (`trial_reused`) without
+  spending budget, and the strategy is asked again; a replicate must be asked for (trial option).
 - Faults: a trial whose actor dies (process killed, node lost) or that hangs past its timeout is
   re-queued up to `budget.max_attempts` starts, on any node, resuming from its checkpoint where the
   trainer wrote one. A trainer that raises, or losses that turn non-finite or explode, end the trial
@@ -252,7 +253,17 @@ class Controller:
         return record
 
     def _budget_left(self) -> int:
-        return self.spec.budget.trials - len(self.state.trials) - self.state.reused
+        # Repeats are answered from known results and spend nothing; only journals written before
+        # `budget.weight_precision` hold reuses that did (SweepState.reused_budget), and they still count.
+        return self.spec.budget.trials - len(self.state.trials) - self.state.reused_budget
+
+    # The strategy is asked at most ASK_ROUNDS times per fill, each round only for the slots that the
+    # previous round's repeats left free. When the last round still starts nothing, the strategy has
+    # nothing new to say until a trial ends, so it is not asked again before then (`_asked_dry_at`: the
+    # number of ended trials at that time). Repeats thus spend no budget, the asks are bounded, and a
+    # strategy that only repeats itself ends with the trials in flight (docs/decisions.md).
+    ASK_ROUNDS = 3
+    _asked_dry_at: int | None = None
 
     def _fill(self) -> None:
         """Start re-queued trials first, then ask the strategy for the remaining free slots."""
@@ -265,33 +276,72 @@ class Controller:
                 self._start(t.id, Mixture.from_dict(t.mixture, self.domains))
                 free -= 1
         n = min(free, self._budget_left())
-        if n <= 0:
+        ended = sum(t.status.is_final for t in self.state.trials.values())
+        if n <= 0 or self._asked_dry_at == ended:
             return
+        for _ in range(self.ASK_ROUNDS):
+            started, repeats = self._ask_round(n)
+            if not repeats:
+                return
+            n = repeats
+        if not started:
+            self._asked_dry_at = ended
+
+    def _ask_round(self, n: int) -> tuple[int, int]:
+        """Ask the strategy for up to n mixtures; start the new ones, answer the repeats.
+        Returns (trials started, repeats answered)."""
         t0 = time.perf_counter()
         proposals = self.strategy.ask(n, [r.mixture for r in self.running.values()])
         proposal_s = round(time.perf_counter() - t0, 4)
+        started = repeats = 0
         for mixture in proposals[:n]:
             # Trainer options the strategy wants for this trial (experts' log-probabilities, DoReMi's
-            # reference and proxy runs) are part of its id: DoReMi's proxy run at the reference mixture
-            # is not the reference run. Without options the id is what it always was.
+            # reference and proxy runs, a replicate) are part of its id: DoReMi's proxy run at the reference
+            # mixture is not the reference run. Without options the id is what it always was.
             options = self.strategy.trial_options(mixture)
             tid = trial_id(mixture, {**self._trial_key, "options": options} if options else self._trial_key, self.spec.seed)
-            known = self.state.trials.get(tid)
+            known = self._already_run(tid, mixture, options)
             if known is not None:
                 self._reuse(known, mixture)
+                repeats += 1
                 continue
             self._record("trial_proposed", trial=tid, mixture=mixture.as_dict(), proposal_s=proposal_s,
                          strategy=self.spec.strategy.kind, options=options)
             self._start(tid, mixture)
+            started += 1
+        return started, repeats
+
+    def _already_run(self, tid: str, mixture: Mixture, options: dict[str, Any]):
+        """The sweep trial (completed, failed, running or waiting) that this proposal repeats, or None.
+
+        A repeat has the same trial options (so a replicate asked for on purpose is never one) and every
+        weight within `budget.weight_precision` of the trial's; the nearest trial when several are.
+        Trials whose options were not journaled (older sweeps) count as having none."""
+        if tid in self.state.trials:
+            return self.state.trials[tid]
+        want, weights = _options_key(options), mixture.as_dict()
+        tolerance = self.spec.budget.weight_precision + 1e-9  # weights are stored to 6 decimals
+        nearest, distance = None, math.inf
+        for t in self.state.trials.values():
+            if _options_key(t.options) != want:
+                continue
+            d = _weight_distance(t.mixture, weights)
+            if d <= tolerance and d < distance:
+                nearest, distance = t, d
+        return nearest
 
     def _reuse(self, known, mixture: Mixture) -> None:
-        """The strategy proposed a mixture already tried: tell it the known outcome, train nothing.
-        A reuse still spends one unit of budget, so a strategy that keeps repeating itself ends."""
+        """The strategy proposed a mixture already run or in flight: train nothing and spend no budget.
+
+        A completed or failed trial's outcome is told now, at the proposed mixture (the strategy's own
+        bookkeeping, e.g. Ax's trial index, is keyed by what it proposed). A trial still in flight is
+        told nothing more: its result is told when it ends, and the strategy sees it as pending meanwhile.
+        `matched` records which it was, so resume re-tells exactly this (resume.retell)."""
+        self._record("trial_reused", trial=known.id, mixture=mixture.as_dict(), matched=known.status.value,
+                     distance=round(_weight_distance(known.mixture, mixture.as_dict()), 6))
         if known.status == TrialStatus.COMPLETED:
-            self._record("trial_reused", trial=known.id)
             self.strategy.tell(mixture, known.losses, known.loss_stderr)
         elif known.status == TrialStatus.FAILED:
-            self._record("trial_reused", trial=known.id)
             self.strategy.tell_failed(mixture, known.reason or "failed before")
 
     def _payload_template(self, vocab: int) -> dict[str, Any]:
@@ -415,6 +465,16 @@ class Controller:
         (self.dir / REPORT).mkdir(exist_ok=True)
         write_json_atomic(self.dir / REPORT / "recommendation.json", rec.to_json())
         return rec
+
+
+def _options_key(options: dict[str, Any] | None) -> str:
+    """Trial options in a comparable form (journaled options come back from JSON)."""
+    return json.dumps(options or {}, sort_keys=True)
+
+
+def _weight_distance(a: dict[str, float], b: dict[str, float]) -> float:
+    """max |a_d - b_d| over the domains: the distance `budget.weight_precision` bounds."""
+    return max(abs(a[d] - b[d]) for d in b)
 
 
 def _fault_hook() -> list | None:

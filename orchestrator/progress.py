@@ -57,7 +57,9 @@ class SweepView:
         best = s.best()
         head = Text(
             f"{s.name}: {len(s.completed)} completed, {len(s.by_status(TrialStatus.FAILED))} failed, "
-            f"{len(s.by_status(TrialStatus.RUNNING))} running, budget {s.budget}   "
+            f"{len(s.by_status(TrialStatus.RUNNING))} running, budget {s.budget}"
+            + (f", {s.reused} repeats answered" if s.reused else "") + (f", {s.replicates} replicates" if s.replicates else "")
+            + "   "
             + (f"best {best.objective:.4f} ({best.id})" if best else "best -"),
             style="bold",
         )

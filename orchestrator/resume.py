@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from orchestrator.mixture import Mixture
-from orchestrator.state import SweepState
+from orchestrator.state import SweepState, TrialRecord
 from orchestrator.strategies import Strategy
 
 # Changes a resumed sweep accepts: more budget, different concurrency or fault tolerance.
-SAFE_CHANGES = {"budget.concurrency", "budget.max_attempts", "budget.trial_timeout_s", "dir"}
+# `budget.weight_precision` only decides which later proposals count as repeats; the repeats already
+# journaled are re-told as they were (retell), so changing it (or a sweep from before it) is safe.
+SAFE_CHANGES = {"budget.concurrency", "budget.max_attempts", "budget.trial_timeout_s", "budget.weight_precision", "dir"}
 
 
 class SpecChanged(ValueError):
@@ -68,16 +70,31 @@ def retell(strategy: Strategy, events: Iterable[dict[str, Any]], state: SweepSta
         if e["trial"] in state.ladder:  # another model size: never a same-scale observation (ladder.py)
             continue
         t = state.trials[e["trial"]]
+        if kind == "trial_reused":
+            _retell_reuse(strategy, e, t)
+            continue
         mixture = Mixture.from_dict(t.mixture, domains)
         if kind == "trial_completed":
             tell_artifacts(strategy, mixture, e.get("artifacts") or {})
-        if kind == "trial_completed" or (kind == "trial_reused" and t.losses is not None):
             strategy.tell(mixture, t.losses, t.loss_stderr)
         else:
             strategy.tell_failed(mixture, t.reason or "failed")
     if hasattr(strategy, "asked"):
         # Sequence strategies (Sobol) continue where they were, rather than re-proposing old points.
         strategy.asked = len(state.trials) + state.reused
+
+
+def _retell_reuse(strategy: Strategy, e: dict[str, Any], t: TrialRecord) -> None:
+    """Tell a repeat what the controller told it (Controller._reuse): the matched trial's outcome at the
+    proposed mixture, or nothing when the trial was still in flight. Events from before
+    `budget.weight_precision` name neither the proposal nor `matched`: those matched the trial's own
+    mixture, always completed or failed."""
+    mixture = Mixture.from_dict(e.get("mixture") or t.mixture, strategy.domains)
+    matched = e.get("matched") or ("completed" if t.losses is not None else "failed")
+    if matched == "completed":
+        strategy.tell(mixture, t.losses, t.loss_stderr)
+    elif matched == "failed":
+        strategy.tell_failed(mixture, t.reason or "failed")
 
 
 def tell_artifacts(strategy: Strategy, mixture: Mixture, artifacts: dict[str, str]) -> None:

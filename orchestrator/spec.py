@@ -240,6 +240,10 @@ class BudgetSpec(_Strict):
         None, gt=0, description="Wall time per attempt before a trial counts as hung (default: derived from the token budget).")
     max_loss: float | None = Field(
         None, gt=0, description="A streamed loss above this (nats/token) ends the trial as diverged (default: 2 ln(vocab) for the proxy).")
+    weight_precision: float = Field(
+        1e-3, ge=0, le=0.5, description="A proposal whose weights all lie within this of a trial already run or in flight "
+                                        "(max |w - w'|) is that trial: it is told the known result, spends no budget, and the "
+                                        "strategy is asked again. 0: only identical mixtures (docs/spec.md).")
 
 
 class ResourcesSpec(_Strict):

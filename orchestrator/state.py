@@ -31,6 +31,12 @@ class TrialRecord:
     role: str | None = None  # ladder trials: top1..topK, uniform or token_prior
 
     @property
+    def replicate(self) -> int:
+        """0 for a mixture's first run; r for the r-th replicate a strategy asked for on purpose
+        (trial option `replicate`, which also changes the trainer's seed)."""
+        return int((self.options or {}).get("replicate", 0))
+
+    @property
     def measures_mixture(self) -> bool:
         """False for a run whose losses are not those of a model trained on its mixture: DoReMi's
         proxy run (online mixing) starts at the reference mixture and reweights as it trains, so it
@@ -69,7 +75,10 @@ class SweepState:
     spec_digest: str = ""
     finished: bool = False
     resumes: int = 0
-    reused: int = 0  # proposals answered from an earlier trial with the same id (each spends budget)
+    reused: int = 0  # repeated proposals answered from an earlier trial (or one in flight) instead of training
+    # Of those, the ones that spent a unit of budget: journals written before `budget.weight_precision`,
+    # whose `trial_reused` events name no `matched`. Repeats journaled since spend none.
+    reused_budget: int = 0
     recommendation: dict[str, Any] | None = None
     trials: dict[str, TrialRecord] = field(default_factory=dict)
     domain_tokens: dict[str, int] | None = None  # training tokens per domain (proxy trainer)
@@ -122,6 +131,7 @@ class SweepState:
             t.status, t.reason = TrialStatus.FAILED, e.get("reason")
         elif kind == "trial_reused":
             self.reused += 1
+            self.reused_budget += "matched" not in e
         elif kind == "scale_recommended":
             self.scale_recommendations[e["preset"]] = {k: v for k, v in e.items() if k not in ("seq", "time", "event")}
         elif kind == "recommended":
@@ -143,6 +153,11 @@ class SweepState:
     def completed(self) -> list[TrialRecord]:
         return self.by_status(TrialStatus.COMPLETED)
 
+    @property
+    def replicates(self) -> int:
+        """Trials that re-run a mixture on purpose (the strategy asked for a replicate); they spend budget."""
+        return sum(1 for t in self.trials.values() if t.replicate > 0)
+
     def best(self) -> TrialRecord | None:
         done = [t for t in self.completed if t.objective is not None and math.isfinite(t.objective) and t.measures_mixture]
         return min(done, key=lambda t: t.objective) if done else None
@@ -162,6 +177,8 @@ class SweepState:
             "failed": len(self.by_status(TrialStatus.FAILED)),
             "running": len(self.by_status(TrialStatus.RUNNING)),
             "reused": self.reused,
+            "reused_budget": self.reused_budget,
+            "replicates": self.replicates,
             "best": {"id": best.id, "objective": best.objective, "mixture": best.mixture} if best else None,
             "recommendation": self.recommendation,
             "resumes": self.resumes,

@@ -20,7 +20,7 @@ _DONE = object()
 def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) -> TrialResult:
     """Dispatch on the trainer kind; `report(Progress)` is called from the trainer's thread."""
     trainer = payload["trainer"]
-    mixture, seed = payload["mixture"], payload["seed"]
+    mixture, seed = payload["mixture"], payload["seed"] + replicate_offset(payload)
     if trainer["kind"] == "synthetic":
         from workers.backends import run_synthetic
 
@@ -38,7 +38,8 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
     import torch
 
     torch.set_num_threads(max(1, int(payload.get("cpus", 1))))
-    config = TrainConfig(**payload["train_config"])
+    train_config = payload["train_config"]
+    config = TrainConfig(**{**train_config, "seed": train_config["seed"] + replicate_offset(payload)})
     from workers.data import open_domains
 
     # The payload names the shards; they are memory-mapped here (copied to this node once for a URI).
@@ -60,6 +61,18 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
     return train_proxy(config, mixture, train, val, int(payload["vocab_size"]), report, device=payload.get("device"),
                        checkpoint_dir=payload.get("trial_dir"), token_logprobs_to=logprobs_to, online=online,
                        final_weights_to=weights_to)
+
+
+# Seed offset per replicate: far from the small seeds specs use, so that replicate r of a sweep with
+# seed s is not the first run of a sweep with seed s + r.
+REPLICATE_SEED_STRIDE = 1_000_003
+
+
+def replicate_offset(payload: dict[str, Any]) -> int:
+    """Added to the trainer's seed for a replicate the strategy asked for on purpose (trial option
+    `replicate`: r = 1, 2, ...; 0 otherwise), so that a replicate is a second sample (other
+    initialisation, batches and noise) rather than a copy of the first run."""
+    return REPLICATE_SEED_STRIDE * int((payload.get("options") or {}).get("replicate", 0))
 
 
 class TrialActor:
