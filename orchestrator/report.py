@@ -18,6 +18,7 @@ import numpy as np
 from orchestrator.journal import read_events, replay
 from orchestrator.mixture import Mixture
 from orchestrator.state import SweepState
+from orchestrator.strategies.base import IN_SAMPLE, MODEL
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, write_json_atomic
 from orchestrator.trial import TrialStatus
 
@@ -200,7 +201,7 @@ def mixture_rows(state: SweepState, spec, strategy, rec: dict[str, Any] | None) 
     rows = []
     for name, m in named:
         row: dict[str, Any] = {"name": name, "mixture": m.as_dict(), "predicted": None, "std": None, "objective": None, "objective_std": None}
-        if name == "recommended" and rec.get("source") == "model":
+        if name == "recommended" and rec.get("source") in (MODEL, IN_SAMPLE):  # the strategy's own prediction
             row.update(predicted=rec["predicted_losses"], std=rec.get("predicted_std") or {},
                        objective=rec.get("objective"), objective_std=rec.get("objective_std"))
         elif strategy is not None:

@@ -16,6 +16,13 @@ from typing import Any
 from orchestrator.state import SweepState
 from orchestrator.trial import TrialStatus
 
+# What each Recommendation.source means, as the page's summary line says it.
+SOURCE_WORDS = {
+    "model": "the model's optimum",
+    "in-sample": "an observed run, the one the model predicts best (in-sample)",
+    "observed": "the best observed run",
+}
+
 SECTIONS = ("best-vs-trials", "heatmap", "recommendation", "loo", "ladder", "warnings")
 
 _CSS = """
@@ -101,7 +108,7 @@ def render_page(state: SweepState, rec: dict[str, Any] | None, rows: list[dict[s
     """The page's HTML; `out` is the report directory holding the PNGs to embed."""
     done = len(state.completed)
     failed = len(state.by_status(TrialStatus.FAILED))
-    source = f"{rec['source']}, from {rec['trials_used']} trials" if rec else "none"
+    source = f"{SOURCE_WORDS.get(rec['source'], rec['source'])}, from {rec['trials_used']} trials" if rec else "none"
     if loo is not None:
         fit = ", ".join(f"{_e(d)} {loo['rmse'][d]:.4f}" for d in loo["domains"])
         loo_html = (f'<p class="note">Each trial predicted by the {_e(loo["surrogate"])} surrogate fitted without it '

@@ -11,12 +11,22 @@ from __future__ import annotations
 import abc
 import functools
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator.mixture import Mixture, within_caps
 from orchestrator.objective import Objective
+
+
+# Recommendation.source: where the mixture comes from.
+MODEL = "model"  # the model's optimum, a mixture no run may have trained on
+IN_SAMPLE = "in-sample"  # an observed run, chosen because the model predicts it best (in-sample best point)
+OBSERVED = "observed"  # the best observed run by its observed losses (no model involved)
+
+# predict(W (n, k)) -> per-domain mean and std (n, m), nats/token, and the m loss domains.
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, tuple[str, ...]]]
 
 
 class StrategyConfig(BaseModel):
@@ -32,7 +42,9 @@ class Recommendation:
     predicted_std: dict[str, float]
     objective: float
     objective_std: float
-    source: str  # "model" (a surrogate's prediction) or "observed" (the best completed trial)
+    # MODEL (the model's optimum), IN_SAMPLE (an observed run the model predicts best; `predicted` is the
+    # model's prediction there) or OBSERVED (the best completed trial by its observed losses).
+    source: str
     trials_used: int
     notes: list[str] = field(default_factory=list)
 
@@ -132,17 +144,66 @@ class Strategy(abc.ABC):
             predicted_std=dict(best.loss_stderr),
             objective=self.objective(best.losses),
             objective_std=self.objective.std(best.loss_stderr, best.losses),
-            source="observed",
+            source=OBSERVED,
             trials_used=len(self.observations),
             notes=notes,
         )
+
+    def penalty(self, losses: np.ndarray, loss_domains: tuple[str, ...]) -> np.ndarray:
+        """CONSTRAINT_PENALTY per nat by which loss rows (n, m) break the objective's constraints, (n,)."""
+        if not self.objective.constrained:
+            return np.zeros(len(losses))
+        return self.objective.penalised(losses, loss_domains) - self.objective.values(losses, loss_domains)
+
+    def candidate_runs(self) -> list[Observation]:
+        """The observed runs a model may recommend: all of them; under constraints those whose observed
+        losses satisfy them (all when none does: the penalised prediction then decides)."""
+        feasible = [o for o in self.observations if self.objective.violated_by(o.losses) <= 0]
+        return feasible if self.objective.constrained and feasible else list(self.observations)
+
+    def best_predicted(self, optimum: np.ndarray | None, predict: Predictor, notes: list[str],
+                       optimum_name: str = "the model's optimum") -> Recommendation:
+        """The in-sample best-point rule: of the model's `optimum` (k,) and the observed runs
+        (`candidate_runs`), the mixture with the lowest predicted objective (mean; plus the constraint
+        penalty on the predicted losses), so a recommendation is never predicted worse than a run
+        already seen. Why: a surrogate's optimum (searched with a risk margin, or averaged as RegMix
+        does) can be predicted worse than its own fit at an observed run. `optimum` None: the observed
+        runs only (Ax's best point is itself an observed arm). Source MODEL or IN_SAMPLE, said in notes."""
+        runs = self.candidate_runs()
+        W = np.array([o.mixture.as_array() for o in runs]).reshape(len(runs), len(self.domains))
+        if optimum is None and not runs:
+            raise ValueError("no completed trial yet: nothing to recommend")
+        if optimum is not None:
+            W = np.vstack([np.asarray(optimum, dtype=float)[None, :], W])
+        mean, std, loss_domains = predict(W)
+        value, value_std = self.objective.compose(mean, std, loss_domains)
+        score = value + self.penalty(mean, loss_domains)
+        first = 1 if optimum is not None else 0  # rows from `first` on are observed runs
+        best_run = first + int(np.argmin(score[first:])) if runs else 0
+        pick = 0 if optimum is not None and score[0] <= score[best_run] else best_run  # ties keep the optimum
+        if pick == 0 and optimum is not None:
+            mixture, source = Mixture.from_array(self.domains, W[0]), MODEL
+            why = (f"model: {optimum_name} is predicted at {score[0]:.4f}, the best observed run at {score[best_run]:.4f}"
+                   if runs else f"model: {optimum_name}, predicted at {score[0]:.4f} (no observed run to compare)")
+        else:
+            run = runs[pick - first]
+            mixture, source = run.mixture, IN_SAMPLE
+            versus = f", {optimum_name} at {score[0]:.4f}" if optimum is not None else ""
+            why = (f"in-sample: an observed run is predicted best, at {score[pick]:.4f}{versus}; observed there: "
+                   + ", ".join(f"{d}={v:.4f}" for d, v in run.losses.items()))
+        return Recommendation(
+            mixture=mixture,
+            predicted=dict(zip(loss_domains, map(float, mean[pick]))),
+            predicted_std=dict(zip(loss_domains, map(float, std[pick]))),
+            objective=float(value[pick]), objective_std=float(value_std[pick]), source=source,
+            trials_used=len(self.observations), notes=[*notes, why])
 
     def checked(self, rec: Recommendation) -> Recommendation:
         """A model's recommendation under the objective's constraints: kept when its predicted losses
         (mean + 1 std, where the model gives a std) satisfy them and some observed run does too;
         otherwise the best feasible observed run, with the reason in `notes`."""
         notes = rec.notes + [n for n in self.objective.notes() if n not in rec.notes]
-        if not self.objective.constrained or rec.source != "model":
+        if not self.objective.constrained or rec.source not in (MODEL, IN_SAMPLE):
             return Recommendation(**{**rec.__dict__, "notes": notes})
         upper = {d: v + rec.predicted_std.get(d, 0.0) for d, v in rec.predicted.items()}
         predicted = self.objective.violated_by(upper)

@@ -44,6 +44,7 @@ class BayesOpt(Strategy):
         # undefined before): their trials stay RUNNING in Ax, i.e. pending points.
         self._held: list[tuple[Mixture, dict[str, float], dict[str, float]]] = []
         self._constraints_at: tuple[str, ...] = ()
+        self._fitted_on: tuple[int, int] | None = None  # (generation strategy, completed trials) `_fit_model` fitted
 
     def _new_client(self):
         from ax.api.client import Client
@@ -63,12 +64,20 @@ class BayesOpt(Strategy):
         others += [_limit_metric(d) for d in self._limited() if f"{_limit_metric(d)} <=" not in " ".join(self._constraints_at)]
         if others:
             client.configure_tracking_metrics(others)
-        client.configure_generation_strategy(
+        # The generation strategy is built here (what `configure_generation_strategy` does) so that this
+        # strategy holds it: `_fit_model` fits it outside Ax's generation flow.
+        from ax.api.utils.generation_strategy_dispatch import choose_generation_strategy
+        from ax.api.utils.structs import GenerationStrategyDispatchStruct
+
+        self._generation = choose_generation_strategy(struct=GenerationStrategyDispatchStruct(
             method=self.config.method,
             initialization_budget=self.config.initial_trials or k + 1,
             initialization_random_seed=self.seed,
             initialize_with_center=True,  # the centre of the cube is the uniform-ish mixture: a useful first run
-        )
+            # Results attached from a runs table or a resumed journal count as the initial design.
+            use_existing_trials_for_initialization=True,
+        ))
+        client.set_generation_strategy(self._generation)
         return client
 
     def _configure_optimization(self, client) -> None:
@@ -172,35 +181,60 @@ class BayesOpt(Strategy):
             # recommendation) rather than keeping every result from Ax for good.
             self._complete_held()
 
+    def _fit_model(self) -> None:
+        """Fit Ax's GP to every completed trial, so that `predict` uses all results.
+
+        Why: Ax leaves its initial nodes (centre, Sobol) and refits its GP only inside `get_next_trials`.
+        Results attached from a runs table never pass through it, so Ax stays at a node that cannot
+        predict (UnsupportedError); in a sweep the GP lags the latest results. `GenerationStrategy.fit`
+        moves to the node the experiment's trials call for (attached trials count: see `_new_client`)
+        and fits it. Raises ValueError (one line) when fewer than two results reached Ax."""
+        from ax.core.trial_status import TrialStatus
+
+        done = sum(t.status == TrialStatus.COMPLETED for t in self._generation.experiment.trials.values())
+        if done < 2:
+            raise ValueError(f"bayesopt needs 2 completed trials to fit its GP, has {done}")
+        if self._fitted_on == (id(self._generation), done):
+            return  # fitted to these results already
+        with single_threaded():
+            self._generation.fit(experiment=self._generation.experiment)
+        if self._generation.adapter is None or self._generation.current_node_name in ("CenterOfSearchSpace", "Sobol"):
+            raise ValueError(f"bayesopt: Ax stayed at its {self._generation.current_node_name} node with {done} "
+                             f"completed trials; it models after {self.config.initial_trials or len(self.domains) + 1}")
+        self._fitted_on = (id(self._generation), done)
+
+    def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """Predicted per-domain loss mean and std (n, m) at mixtures W (n, k) from Ax's GP
+        (`Client.predict`), with the m domains Ax models. ValueError when it cannot fit yet."""
+        self._fit_model()
+        points = [self._params(Mixture.from_array(self.domains, w)) for w in np.atleast_2d(W)]
+        with single_threaded():
+            predictions = self._client.predict(points=points)
+        loss_domains = tuple(d for d in self.domains if _metric(d) in predictions[0])
+        mean = np.array([[p[_metric(d)][0] for d in loss_domains] for p in predictions])
+        std = np.array([[p[_metric(d)][1] for d in loss_domains] for p in predictions])
+        return mean, np.nan_to_num(std), loss_domains
+
     def recommend(self) -> Recommendation:
-        """The model's best mixture with its predicted per-domain losses (falls back to observed)."""
+        """Of the observed runs, the one Ax's GP predicts best (base.best_predicted with Ax's best point
+        among them; Ax's own best point is an in-sample arm too). Fewer than min_runs results: the best
+        observed run, said in notes."""
         base = super().recommend()
         try:
-            with single_threaded():
-                params, prediction, _, _ = self._client.get_best_parameterization(use_model_predictions=True)
-        except Exception as err:  # Ax raises when no model can be fitted yet (e.g. one trial)
-            return Recommendation(**{**base.__dict__, "notes": [f"model unavailable ({type(err).__name__}); best observed", *base.notes]})
+            self._fit_model()
+        except ValueError as err:
+            return Recommendation(**{**base.__dict__, "notes": [f"model unavailable ({err}); best observed", *base.notes]})
+        with single_threaded():
+            params, _, _, _ = self._client.get_best_parameterization(use_model_predictions=True)
         u = np.array([params[f"u{i}"] for i in range(len(self.domains) - 1)])
-        mixture = Mixture.from_array(self.domains, cube_to_simplex(u))
-        try:
-            # Ax's best point may fall back to raw data when it distrusts its fit; ask the model itself.
-            with single_threaded():
-                (prediction,) = self._client.predict(points=[dict(params)])
-        except Exception as err:
-            return Recommendation(**{**base.__dict__, "notes": [f"model prediction failed ({type(err).__name__}); best observed", *base.notes]})
-        mean = {d: float(prediction[_metric(d)][0]) for d in self.domains if _metric(d) in prediction}
-        std = {d: float(prediction[_metric(d)][1]) for d in mean}
-        if not all(d in mean for d in self.objective.coefficients):
-            return base
-        return self.checked(Recommendation(
-            mixture=mixture,
-            predicted=mean,
-            predicted_std=std,
-            objective=self.objective(mean),
-            objective_std=self.objective.std(std, mean),
-            source="model",
-            trials_used=len(self.observations),
-        ))
+        ax_best = cube_to_simplex(u)
+        mean, std, loss_domains = self.predict_losses(ax_best[None, :])
+        missing = sorted(set(self.objective.coefficients) - set(loss_domains))
+        if missing:
+            raise ValueError(f"bayesopt: Ax models no loss for {missing}, which the objective needs")
+        ax_value = self.objective.compose(mean, std, loss_domains)[0][0] + self.penalty(mean, loss_domains)[0]
+        return self.checked(self.best_predicted(None, self.predict_losses, [
+            f"surrogate: Ax GP ({self.config.method}); Ax's best point predicted at {ax_value:.4f}"]))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Rebuild Ax from the history rather than unpickling its internals: JSON only.

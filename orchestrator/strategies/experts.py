@@ -186,14 +186,17 @@ class MixMin(ExpertStrategy):
         if ens is None:
             return super().recommend()
         w, trace, held = self.solve(ens)
-        mixture = Mixture.from_array(self.domains, w)
-        predicted = dict(zip(ens.eval_domains, ens.losses(w, held)[0].tolist()))
         notes = [f"ensemble of {len(self.domains)} experts; objective {trace[0]:.4f} (uniform) -> {trace[-1]:.4f} in {len(trace) - 1} steps"]
-        ran = [o for o in self.observations if o.mixture == mixture]
+        ran = [o for o in self.observations if np.allclose(o.mixture.as_array(), w, atol=1e-9)]
         if ran:
             notes.append("trained at this mixture: " + ", ".join(f"{d}={v:.4f}" for d, v in ran[0].losses.items()))
-        return self.checked(Recommendation(mixture=mixture, predicted=predicted, predicted_std={}, objective=self.objective(predicted),
-                                           objective_std=0.0, source="model", trials_used=len(self.observations), notes=notes))
+
+        def predict(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+            # The ensemble's loss on the held-out tokens; an ensemble has no std.
+            losses = ens.losses(W, held)
+            return losses, np.zeros_like(losses), ens.eval_domains
+
+        return self.checked(self.best_predicted(w, predict, notes, optimum_name="the MixMin optimum"))
 
 
 class MDE(ExpertStrategy):
@@ -256,12 +259,11 @@ class MDE(ExpertStrategy):
             return super().recommend()
         w = self._best(ens, 1, [])[0]
         fit = self._fit(ens)
-        pred = self._predict(ens, w[None])[0]
-        std = fit[1] if fit is not None else np.zeros(len(pred))
-        predicted = dict(zip(ens.eval_domains, pred.tolist()))
         note = "regression on MDE features" if fit is not None else "MDE ensemble estimate only (no mixture runs yet)"
-        return self.checked(Recommendation(
-            mixture=Mixture.from_array(self.domains, w), predicted=predicted,
-            predicted_std=dict(zip(ens.eval_domains, std.tolist())), objective=self.objective(predicted),
-            objective_std=self.objective.std(dict(zip(ens.eval_domains, std.tolist())), predicted), source="model",
-            trials_used=len(self.observations), notes=[note]))
+
+        def predict(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+            mean = self._predict(ens, W)
+            std = np.broadcast_to(fit[1], mean.shape).copy() if fit is not None else np.zeros_like(mean)
+            return mean, std, ens.eval_domains
+
+        return self.checked(self.best_predicted(w, predict, [note], optimum_name="the MDE optimum"))

@@ -1,5 +1,5 @@
 """What every surrogate-driven strategy shares: bounds, an initial design, the fitted surrogate, and a
-recommendation that minimises the surrogate's predicted objective.
+recommendation: the surrogate's optimum, or an observed run where the surrogate predicts one better.
 
 A model-based strategy runs in two phases. First `initial_trials` mixtures from a space-filling design
 (the uniform mixture, then scrambled Sobol points, all inside the bounds); once enough runs are back
@@ -160,12 +160,6 @@ class ModelStrategy(Strategy):
             value = self.objective.compose(mean, std, loss_domains)[0]
         return value + self.penalty(mean, loss_domains)
 
-    def penalty(self, losses: np.ndarray, loss_domains: tuple[str, ...]) -> np.ndarray:
-        """CONSTRAINT_PENALTY per nat by which loss rows (n, m) break the objective's constraints, (n,)."""
-        if not self.objective.constrained:
-            return np.zeros(len(losses))
-        return self.objective.penalised(losses, loss_domains) - self.objective.values(losses, loss_domains)
-
     def best_observed(self, count: int) -> np.ndarray:
         """The `count` observed mixtures with the lowest objective (penalised under constraints), (count, k)."""
         def score(o) -> float:
@@ -193,7 +187,8 @@ class ModelStrategy(Strategy):
         return w
 
     def recommend(self) -> Recommendation:
-        """The minimiser of the predicted objective (+ 1 std), with predicted per-domain losses and std."""
+        """The model's optimum or an observed run, whichever the model predicts best (base.best_predicted),
+        with predicted per-domain losses and std."""
         with single_threaded():
             return self._recommend()
 
@@ -201,18 +196,11 @@ class ModelStrategy(Strategy):
         if len(self.observations) < max(self.min_runs(), 1):
             base = super().recommend()
             return Recommendation(**{**base.__dict__, "notes": [f"{self.kind} needs {self.min_runs()} results to model; best observed"]})
-        # Recommend where the model is confident, not where its mean dips in an unexplored corner:
-        # the minimiser of mean + 1 std (an upper confidence bound on the objective).
+        # The optimum is searched where the model is confident, not where its mean dips in an
+        # unexplored corner: the minimiser of mean + 1 std (an upper confidence bound on the objective).
         w = self.model_optimum(np.random.default_rng([self.seed, len(self.observations), 7]), risk=RECOMMEND_RISK)
-        surrogate, loss_domains = self.surrogate()
-        mean, std = surrogate.predict(w[None, :])
-        obj, obj_std = self.objective.compose(mean, std, loss_domains)
-        return self.checked(Recommendation(
-            mixture=Mixture.from_array(self.domains, w),
-            predicted=dict(zip(loss_domains, map(float, mean[0]))),
-            predicted_std=dict(zip(loss_domains, map(float, std[0]))),
-            objective=float(obj[0]), objective_std=float(obj_std[0]), source="model",
-            trials_used=len(self.observations), notes=[f"surrogate: {surrogate.name}"]))
+        surrogate, _ = self.surrogate()
+        return self.checked(self.best_predicted(w, self.predict_losses, [f"surrogate: {surrogate.name}"]))
 
     def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         """Predicted per-domain loss mean and std (n, m) at mixtures W (n, k), with the m domains."""
