@@ -167,7 +167,7 @@ def status(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
     # replicates (re-runs the strategy asked for on purpose: trials with a row, budget spent).
     t = Table(title=f"{summary['name']}: {summary['completed']} completed, {summary['failed']} failed, "
                     f"{summary['running']} running of {summary['budget']}; "
-                    f"{summary['reused']} repeats answered from earlier trials, {summary['replicates']} replicates")
+                    f"repeats reused {summary['reused']} ({summary['reused_budget'] or 'no'} budget), replicates {summary['replicates']}")
     for col in ("trial", "status", "attempts", "mixture", "objective", "note"):
         t.add_column(col)
     for tr in summary["trials"]:
