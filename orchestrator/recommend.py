@@ -1,7 +1,7 @@
 """`mixsweep recommend`: fit a strategy to a runs table and answer without training anything.
 
     mixsweep recommend --runs RUNS [--objective mean|loss.<d>|weighted:<d>=<x>,...|worst|worst:excess]
-                       [--constraints max_excess=<x>,loss.<d><=<x>,...] [--strategy NAME]
+                       [--constraints max_excess=<x>,loss.<d><=<x>,...] [--strategy NAME] [--options JSON]
                        [--propose N] [--predict CANDIDATES] --out FILE
 
 - no --propose/--predict: the recommended mixture with predicted per-domain losses and std (JSON);
@@ -10,7 +10,9 @@
   and `predicted_std` columns added (CSV, Parquet or JSON records, by FILE's extension).
 
 Every table's runs are told to the strategy in row order, so the answer is deterministic given --seed.
-Bad input raises `RunsTableError` (one line). The default strategy is `gp`: per-domain GPs composed by
+Bad input, and a strategy that cannot answer from a table (mde, mixmin and doremi need a sweep's trials;
+token_prior needs token counts; fixed needs `--options '{"weights": {...}}'`), raise `RunsTableError`
+(one line, with the fix). The default strategy is `gp`: per-domain GPs composed by
 the objective rank held-out runs best at 64 runs (docs/benchmarks.md, "Surrogate fidelity").
 """
 
@@ -25,6 +27,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 import typer
+from pydantic import ValidationError
 
 from orchestrator.objective import Objective
 from orchestrator.runs import (
@@ -39,6 +42,7 @@ from orchestrator.runs import (
     write_frame,
 )
 from orchestrator.strategies import STRATEGIES, Strategy, build_strategy
+from orchestrator.strategies.base import Predictive
 from orchestrator.strategies.model_based import ModelStrategy
 
 DEFAULT_STRATEGY = "gp"
@@ -119,13 +123,21 @@ def _known(domain: str, loss_domains: tuple[str, ...]) -> str:
 def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 0,
                  options: dict[str, Any] | None = None) -> Strategy:
     """A strategy told every run of the table, in row order; RunsTableError if it cannot be used.
-    `options` default to OFFLINE_OPTIONS for the kind."""
+    `options` (the strategy's Config fields) go over OFFLINE_OPTIONS for the kind."""
     if kind not in STRATEGIES:
         raise RunsTableError(f"--strategy {kind!r} is unknown; use one of {', '.join(sorted(STRATEGIES))}")
+    cls = STRATEGIES[kind]
+    if cls.needs_sweep:
+        raise RunsTableError(f"--strategy {kind} {cls.needs_sweep}; run a sweep with it (`mixsweep run` with "
+                             f"strategy.kind: {kind}), or fit another --strategy to the table (e.g. {DEFAULT_STRATEGY})")
+    if cls.needs_domain_tokens:
+        raise RunsTableError(f"--strategy {kind} needs the tokens per domain, which a runs table does not hold; give the "
+                             "mixture yourself: --strategy fixed --options '{\"weights\": {\"<domain>\": <share>, ...}}'")
     try:
-        strategy = build_strategy(kind, OFFLINE_OPTIONS.get(kind, {}) if options is None else options,
-                                  table.domains, objective, seed)
-    except ValueError as err:  # a strategy that needs options a table cannot give (fixed: weights)
+        strategy = build_strategy(kind, {**OFFLINE_OPTIONS.get(kind, {}), **(options or {})}, table.domains, objective, seed)
+    except ValidationError as err:
+        raise RunsTableError(f"--strategy {kind}: {_option_error(err)}; {_options_hint(kind, table.domains)}") from None
+    except ValueError as err:  # a strategy's own check (fixed: weights for other domains)
         raise RunsTableError(f"--strategy {kind}: {str(err).splitlines()[0]}") from None
     needed = strategy.min_runs() if isinstance(strategy, ModelStrategy) else 1
     require_runs(table, needed, f"strategy {kind}")
@@ -134,6 +146,31 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
     for mixture, losses in zip(table.mixtures(), table.loss_dicts()):
         strategy.tell(mixture, losses)
     return strategy
+
+
+def _option_error(err: ValidationError) -> str:
+    """A pydantic error as one line: the first failing option and why."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "options"
+    return f"option {where}: {first['msg']}"
+
+
+def _options_hint(kind: str, domains: tuple[str, ...]) -> str:
+    example = {"weights": {d: round(1.0 / len(domains), 3) for d in domains}} if kind == "fixed" else {"<option>": "<value>"}
+    return f"give strategy options as JSON, e.g. --options '{json.dumps(example)}' (docs/strategies.md lists them)"
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """--options: a JSON object of strategy options (the spec's `strategy.options`)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RunsTableError(f"--options is not JSON ({err.msg} at character {err.pos}); e.g. --options '{{\"prior\": \"uniform\"}}'") from None
+    if not isinstance(value, dict):
+        raise RunsTableError("--options must be a JSON object of strategy options, e.g. --options '{\"prior\": \"uniform\"}'")
+    return value
 
 
 def _observe_reference(table: RunsTable, objective: Objective) -> None:
@@ -148,8 +185,8 @@ def _observe_reference(table: RunsTable, objective: Objective) -> None:
 
 def predict_candidates(strategy: Strategy, candidates: pd.DataFrame, source: str) -> pd.DataFrame:
     """CANDIDATES' rows in their order with `predicted` and `predicted_std` (objective, nats/token)."""
-    if not isinstance(strategy, ModelStrategy):
-        models = ", ".join(sorted(k for k, c in STRATEGIES.items() if issubclass(c, ModelStrategy)))
+    if not isinstance(strategy, Predictive):
+        models = ", ".join(sorted(k for k, c in STRATEGIES.items() if issubclass(c, Predictive)))
         raise RunsTableError(f"--predict needs a strategy with a surrogate; strategy {strategy.kind} has none; use one of {models}")
     domains, W = weights_from_frame(candidates, source)
     if set(domains) != set(strategy.domains):
@@ -171,6 +208,8 @@ def recommend_command(
     objective: str = typer.Option("mean", "--objective", help="mean | loss.<domain> | weighted:<domain>=<x>,... | worst | worst:excess"),
     constraints: str = typer.Option("", "--constraints", help="max_excess=<x> (over the uniform run), loss.<domain><=<x>; comma-separated."),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Strategy to fit: " + ", ".join(sorted(STRATEGIES))),
+    options: str = typer.Option("", "--options", help="Strategy options as JSON (the spec's strategy.options), e.g. "
+                                "'{\"weights\": {\"web\": 0.7, \"code\": 0.3}}' for --strategy fixed."),
     propose: Optional[int] = typer.Option(None, "--propose", min=1, help="Write the next N mixtures to run."),
     predict: Optional[Path] = typer.Option(None, "--predict", help="Table of candidate mixtures (weight.* columns) to score."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the strategy (candidate sampling)."),
@@ -184,9 +223,21 @@ def recommend_command(
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
     constraints = constraints if isinstance(constraints, str) else ""  # called as a function: typer's default object
-    fitted = fit_strategy(table, parse_objective(objective, table.loss_domains, constraints), strategy, seed)
+    options = options if isinstance(options, str) else ""
+    fitted = fit_strategy(table, parse_objective(objective, table.loss_domains, constraints), strategy, seed,
+                          parse_options(options))
     context = {"runs": str(runs), "runs_used": len(table), "strategy": strategy, "objective_spec": objective,
-               **({"constraints": constraints} if constraints else {})}
+               **({"constraints": constraints} if constraints else {}), **({"options": parse_options(options)} if options else {})}
+    try:
+        _answer(fitted, out, context, propose, predict)
+    except RunsTableError:
+        raise
+    except ValueError as err:  # what the strategy cannot do with this table, in its own words
+        raise RunsTableError(f"--strategy {strategy}: {str(err).splitlines()[0]}") from None
+
+
+def _answer(fitted: Strategy, out: Path, context: dict[str, Any], propose: int | None, predict: Path | None) -> None:
+    """Write the recommendation, the proposals or the scored candidates to `out`."""
     if predict is not None:
         frame = predict_candidates(fitted, read_frame(predict), f"candidates {predict.name}")
         _write_table_or_json(frame, out, context)
@@ -217,4 +268,4 @@ def _write_json(out: Path, payload: dict[str, Any]) -> None:
     tmp.replace(out)
 
 
-__all__ = ["DEFAULT_STRATEGY", "fit_strategy", "parse_objective", "predict_candidates", "recommend_command"]
+__all__ = ["DEFAULT_STRATEGY", "fit_strategy", "parse_objective", "parse_options", "predict_candidates", "recommend_command"]

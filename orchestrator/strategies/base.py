@@ -73,6 +73,11 @@ class Strategy(abc.ABC):
 
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     kind: ClassVar[str]
+    # Why the strategy works only inside a sweep (what it needs that a runs table cannot hold), or None
+    # when it can be fitted to a runs table (`mixsweep recommend`).
+    needs_sweep: ClassVar[str | None] = None
+    # True when it needs the tokens per domain (`domain_tokens`), which only a sweep's prepared data gives.
+    needs_domain_tokens: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig, domains: tuple[str, ...], objective: Objective, seed: int) -> None:
         self.config, self.domains, self.objective, self.seed = config, domains, objective, seed
@@ -234,3 +239,13 @@ class Strategy(abc.ABC):
                 self.tell_failed(Mixture.from_dict(e["fail"], self.domains), e["reason"])
         if hasattr(self, "asked"):
             self.asked = state.get("asked", 0)
+
+
+class Predictive(Strategy):
+    """A strategy with a model of the per-domain losses at any mixture (surrogates, Ax's GP): it can
+    score candidates (`mixsweep recommend --predict`) and predict a report's baselines."""
+
+    @abc.abstractmethod
+    def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """Predicted per-domain loss mean and std (n, m), nats/token, at mixtures W (n, k), with the m
+        domains. ValueError (one line) when the model cannot be fitted yet."""

@@ -6,22 +6,17 @@ from pydantic import Field
 
 from orchestrator.mixture import Mixture
 from orchestrator.strategies.base import Strategy, StrategyConfig
+from orchestrator.strategies.fixed import OnceStrategy
 
 
-class Uniform(Strategy):
-    """Proposes the uniform mixture once (stratified sampling, a strong baseline per Aioli)."""
+class Uniform(OnceStrategy):
+    """Proposes the uniform mixture once (stratified sampling, a strong baseline per Aioli); recommends
+    that run."""
 
     kind = "uniform"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.asked = 0
-
-    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
-        if self.asked or n < 1:
-            return []
-        self.asked = 1
-        return [Mixture.uniform(self.domains)]
+    def mixture(self) -> Mixture:
+        return Mixture.uniform(self.domains)
 
 
 class SobolConfig(StrategyConfig):

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from orchestrator.mixture import Mixture, cube_to_simplex, simplex_to_cube, within_caps
-from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
+from orchestrator.strategies.base import Predictive, Recommendation, StrategyConfig
 from orchestrator.surrogates.base import single_threaded
 
 
@@ -31,7 +31,7 @@ class BayesOptConfig(StrategyConfig):
     method: Literal["fast", "quality"] = Field("fast", description="Ax generation method: fast | quality.")
 
 
-class BayesOpt(Strategy):
+class BayesOpt(Predictive):
     kind = "bayesopt"
     Config = BayesOptConfig
 

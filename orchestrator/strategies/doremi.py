@@ -38,6 +38,7 @@ class DoReMi(Strategy):
     Config = DoReMiConfig
     # Why it needs the built-in trainer (the controller refuses other trainers with this reason).
     needs_proxy_trainer = "trains a proxy against a reference model's per-token losses"
+    needs_sweep = "learns its weights while training a proxy against a reference model, which a runs table cannot replay"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

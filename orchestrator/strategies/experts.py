@@ -87,6 +87,8 @@ class ExpertStrategy(Strategy):
 
     Config = ExpertConfig
     needs_token_logprobs = True
+    needs_sweep = ("needs each domain expert's per-token log-probabilities, which its expert trials write in a sweep "
+                   "and a runs table does not hold")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

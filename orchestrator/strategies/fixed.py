@@ -1,6 +1,6 @@
 """Reference mixtures every sweep should be compared with (Aioli, 2411.05735): a given mixture
-(`fixed`, e.g. a published one) and the natural token mix (`token_prior`). Each proposes its one
-mixture once; the recommendation is then that run's observed losses.
+(`fixed`, e.g. a published one) and the natural token mix (`token_prior`); `uniform` (baselines.py) is
+one too. Each proposes its one mixture once; the recommendation is then that run's observed losses.
 """
 
 from __future__ import annotations
@@ -8,11 +8,14 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, field_validator
 
-from orchestrator.mixture import Mixture
-from orchestrator.strategies.base import Strategy, StrategyConfig
+from orchestrator.mixture import Mixture, within_caps
+from orchestrator.strategies.base import OBSERVED, Recommendation, Strategy, StrategyConfig
+
+# Weights a run may differ by and still be a run of the mixture (runs tables round their weights).
+SAME_MIXTURE_ATOL = 2e-3
 
 
-class _Once(Strategy):
+class OnceStrategy(Strategy):
     """Proposes `mixture()` on the first ask, nothing after."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -29,6 +32,25 @@ class _Once(Strategy):
         self.asked = 1
         return [mixture]
 
+    def recommend(self) -> Recommendation:
+        """The observed run at this strategy's mixture (or at it projected onto the data caps), not
+        the best of other runs told to it (a runs table, a seeded sweep): this baseline's answer is
+        its own mixture. ValueError naming the mixture when no run trained on it."""
+        if not self.observations:
+            raise ValueError("no completed trial yet: nothing to recommend")
+        mixture = self.mixture()
+        targets = [mixture.as_array()] + ([within_caps(mixture, self.caps).as_array()] if self.caps else [])
+        runs = [o for o in self.observations
+                if any(np.abs(o.mixture.as_array() - t).max() <= SAME_MIXTURE_ATOL for t in targets)]
+        if not runs:
+            raise ValueError(f"no completed run at the {self.kind} mixture ({mixture}); train it (`--propose 1` gives "
+                             "it), or score it with `--predict CANDIDATES --strategy gp`")
+        run = runs[-1]
+        return Recommendation(
+            mixture=run.mixture, predicted=dict(run.losses), predicted_std=dict(run.loss_stderr),
+            objective=self.objective(run.losses), objective_std=self.objective.std(run.loss_stderr, run.losses),
+            source=OBSERVED, trials_used=len(self.observations), notes=[*self.objective.notes(), f"the {self.kind} mixture's run"])
+
 
 class FixedConfig(StrategyConfig):
     weights: dict[str, float] = Field(..., description="The mixture: domain -> weight (renormalised to sum to 1).")
@@ -41,7 +63,7 @@ class FixedConfig(StrategyConfig):
         return v
 
 
-class Fixed(_Once):
+class Fixed(OnceStrategy):
     kind = "fixed"
     Config = FixedConfig
 
@@ -61,9 +83,10 @@ class TokenPriorConfig(StrategyConfig):
     temperature: float = Field(1.0, gt=0, le=1, description="Weights = token share ** temperature, renormalised (RegMix uses 0.5).")
 
 
-class TokenPrior(_Once):
+class TokenPrior(OnceStrategy):
     kind = "token_prior"
     Config = TokenPriorConfig
+    needs_domain_tokens = True
 
     def mixture(self) -> Mixture:
         if self.domain_tokens is None:

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from orchestrator.mixture import Mixture
 from orchestrator.objective import CONSTRAINT_PENALTY
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
-from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
+from orchestrator.strategies.base import Predictive, Recommendation, StrategyConfig
 from orchestrator.surrogates.base import Surrogate, single_threaded
 
 
@@ -46,7 +46,7 @@ class BoundedConfig(StrategyConfig):
         return self
 
 
-class ModelStrategy(Strategy):
+class ModelStrategy(Predictive):
     """Base for surrogate strategies; subclasses give `make_surrogate`, `default_initial` and `propose`."""
 
     Config = BoundedConfig

@@ -68,8 +68,9 @@ class RegMix(OptimumStrategy):
         return tempered / tempered.sum()
 
     def swarm(self, n: int, rng: np.random.Generator, prior: np.ndarray | None = None) -> np.ndarray:
-        """n swarm mixtures (n, k), projected into the bounds."""
-        prior = self.prior() if prior is None else prior
+        """n swarm mixtures (n, k), projected into the bounds, centred on `prior` (default:
+        `simulation_prior`)."""
+        prior = self.simulation_prior() if prior is None else prior
         out: list[np.ndarray] = []
         while sum(len(o) for o in out) < n:
             s = STRENGTHS[rng.integers(len(STRENGTHS), size=max(n, 256))]
@@ -94,9 +95,10 @@ class RegMix(OptimumStrategy):
         return self.initial_design(n) if n > 0 else []
 
     def simulation_prior(self) -> np.ndarray:
-        """Centre of the simulated mixtures: the token prior when known, else (offline, from a runs
-        table) the mean of the observed mixtures, which is where the swarm was drawn."""
-        if self.config.prior == "tokens" and self.domain_tokens is None:
+        """Centre of the swarm and the simulated mixtures: the token prior when known, else (offline, from
+        a runs table, which holds no token counts) the mean of the observed mixtures, which is where the
+        swarm was drawn. Neither: `prior` says what to set (ValueError)."""
+        if self.config.prior == "tokens" and self.domain_tokens is None and self.observations:
             mean = np.mean([o.mixture.as_array() for o in self.observations], axis=0)
             return mean / mean.sum()
         return self.prior()
