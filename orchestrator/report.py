@@ -4,7 +4,9 @@
 ran, and report.html: a self-contained page (PNGs embedded as data URIs, no script, no network) with
 the sections best-vs-trials, heatmap, recommendation, loo, ladder and warnings. Predictions at
 mixtures no trial ran (baselines) and the leave-one-out check come from the sweep's strategy, rebuilt
-by re-telling the journal (resume.retell); a strategy without a surrogate shows observed values only.
+by re-telling the journal (resume.retell), where it models the losses (the surrogate strategies;
+bayesopt through Ax's GP); for every other strategy, and for bayesopt's leave-one-out, from a GP
+surrogate fitted for the report to the completed trials (`ReportGP`), which the page says.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from orchestrator.trial import TrialStatus
 FAR_FROM_OBSERVED_TV = 0.25
 # Leave-one-out refits at most this many trials (evenly spaced in order), to bound the report's time.
 LOO_MAX_TRIALS = 40
+# L-BFGS steps of the report's own GP: the gp strategy's default (leave-one-out refits it up to 40 times).
+REPORT_GP_MAXITER = 50
 
 
 def _pyplot():
@@ -151,23 +155,100 @@ def frozen_spec(sweep_dir: Path):
 
 
 def rebuild_strategy(spec, state: SweepState, events: list[dict[str, Any]]) -> tuple[Any, str | None]:
-    """The sweep's model-based strategy re-told every outcome, or (None, why not)."""
+    """The sweep's strategy, if it models the losses (base.Predictive), re-told every outcome; or (None, why not)."""
     from orchestrator.objective import Objective
     from orchestrator.resume import retell
     from orchestrator.strategies import STRATEGIES, build_strategy
+    from orchestrator.strategies.base import Predictive
     from orchestrator.strategies.model_based import ModelStrategy
 
     if spec is None:
         return None, "the sweep's spec.yaml cannot be read: observed values only"
-    if not issubclass(STRATEGIES[spec.strategy.kind], ModelStrategy):
-        return None, f"strategy {spec.strategy.kind} has no surrogate to predict with: observed values only"
+    if not issubclass(STRATEGIES[spec.strategy.kind], Predictive):
+        return None, f"strategy {spec.strategy.kind} has no model of its own"
     strategy = build_strategy(spec.strategy.kind, spec.strategy.options, spec.domain_names,
                               Objective.from_spec(spec.objective, spec.domain_names), spec.seed)
     strategy.domain_tokens = getattr(state, "domain_tokens", None)
     retell(strategy, events, state)
-    if len(strategy.observations) < max(strategy.min_runs(), 1):
-        return None, f"{spec.strategy.kind} needs {strategy.min_runs()} completed trials to model: observed values only"
+    if isinstance(strategy, ModelStrategy) and len(strategy.observations) < max(strategy.min_runs(), 1):
+        return None, f"{spec.strategy.kind} needs {strategy.min_runs()} completed trials to model"
+    try:
+        strategy.predict_losses(np.full((1, len(spec.domain_names)), 1.0 / len(spec.domain_names)))
+    except ValueError as err:  # e.g. bayesopt before Ax's GP takes over
+        return None, str(err).splitlines()[0]
     return strategy, None
+
+
+class ReportGP:
+    """A GP surrogate (orchestrator.surrogates.gp) fitted for the report to the sweep's completed trials.
+
+    It predicts for sweeps whose strategy has no model of its own (sobol, uniform, fixed, token_prior,
+    doremi; mde and mixmin, whose ensembles need the experts' log-probabilities) and runs bayesopt's
+    leave-one-out (Ax's GP is not refitted once per trial). Same interface as a ModelStrategy for
+    `mixture_rows` and `leave_one_out`: objective, training_data, min_runs, make_surrogate, predict_losses.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, loss_domains: tuple[str, ...], objective) -> None:
+        self.X, self.Y, self.loss_domains, self.objective = X, Y, loss_domains, objective
+        self._fitted = None
+
+    @classmethod
+    def of_sweep(cls, spec, state: SweepState) -> "ReportGP | None":
+        """Fitted to the sweep's completed trials at their mixtures (not ladder runs, not DoReMi's
+        proxy run); None with fewer than the GP's minimum."""
+        from orchestrator.objective import Objective
+        from orchestrator.surrogates.gp import GPSurrogate
+
+        domains = spec.domain_names
+        done = [t for t in state.in_order() if t.status == TrialStatus.COMPLETED and t.losses
+                and t.measures_mixture and t.id not in state.ladder]
+        if len(done) < GPSurrogate.min_runs(len(domains)):
+            return None
+        objective = Objective.from_spec(spec.objective, domains)
+        for t in done:
+            objective.observe(t.mixture, t.losses)  # the reference run, for `excess` objectives
+        loss_domains = tuple(d for d in done[0].losses if all(d in t.losses for t in done))
+        X = np.array([Mixture.from_dict(t.mixture, domains).as_array() for t in done])
+        Y = np.array([[t.losses[d] for d in loss_domains] for t in done])
+        return cls(X, Y, loss_domains, objective)
+
+    def training_data(self) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        return self.X, self.Y, self.loss_domains
+
+    def min_runs(self) -> int:
+        from orchestrator.surrogates.gp import GPSurrogate
+
+        return GPSurrogate.min_runs(self.X.shape[1])
+
+    def make_surrogate(self):
+        from orchestrator.surrogates.gp import GPSurrogate
+
+        return GPSurrogate(maxiter=REPORT_GP_MAXITER)
+
+    def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        if self._fitted is None:
+            self._fitted = self.make_surrogate().fit(self.X, self.Y)
+        mean, std = self._fitted.predict(W)
+        return mean, std, self.loss_domains
+
+
+def report_models(spec, state: SweepState, events: list[dict[str, Any]]) -> tuple[Any, Any, str | None]:
+    """(predictor for the mixture rows, model for the leave-one-out, what the page says about them).
+
+    The strategy's own model where it has one; otherwise a ReportGP, said so. (None, None, why) when
+    neither can be had."""
+    from orchestrator.strategies.model_based import ModelStrategy
+
+    if spec is None or not state.completed:
+        return None, None, "the sweep's spec.yaml cannot be read: observed values only" if spec is None else "no completed trial"
+    strategy, why_not = rebuild_strategy(spec, state, events)
+    report_gp = ReportGP.of_sweep(spec, state) if not isinstance(strategy, ModelStrategy) else None
+    if strategy is not None:
+        return strategy, strategy if isinstance(strategy, ModelStrategy) else report_gp, None
+    if report_gp is None:
+        return None, None, f"{why_not}, and a GP needs 3 completed trials: observed values only"
+    return report_gp, report_gp, (f"Predicted: a GP surrogate fitted for this report to the {len(report_gp.X)} completed "
+                                  f"trials (mean ± 1 std, nats/token), because {why_not}.")
 
 
 def _observed(state: SweepState, mixture: Mixture, base_preset: str | None) -> Any:
@@ -195,7 +276,7 @@ def mixture_rows(state: SweepState, spec, strategy, rec: dict[str, Any] | None) 
             named.append((name, m))
     if spec is not None and spec.strategy.kind == "fixed":
         named.append(("fixed", Mixture.from_dict(spec.strategy.options["weights"], domains)))
-    # The rebuilt strategy's objective has seen the reference run (an `excess` objective needs it).
+    # The predictor's objective has seen the reference run (an `excess` objective needs it).
     objective = strategy.objective if strategy is not None else (Objective.from_spec(spec.objective, spec.domain_names) if spec else None)
     base = spec.proxy.preset if spec is not None else None
     rows = []
@@ -242,7 +323,9 @@ def leave_one_out(strategy) -> dict[str, Any] | None:
         r = float(spearmanr(obs[:, k], pred[:, k]).statistic) if len(held) > 2 else float("nan")
         rho[d] = r if math.isfinite(r) else None
     col = lambda A: {d: A[:, k].tolist() for k, d in enumerate(loss_domains)}  # noqa: E731
-    return {"surrogate": strategy.make_surrogate().name, "n": int(len(held)), "domains": list(loss_domains),
+    fitted_for_report = isinstance(strategy, ReportGP)
+    return {"surrogate": strategy.make_surrogate().name, "fitted_for_report": fitted_for_report,
+            "n": int(len(held)), "domains": list(loss_domains),
             "observed": col(obs), "predicted": col(pred), "std": col(std), "spearman": rho,
             "rmse": {d: float(np.sqrt(np.mean((obs[:, k] - pred[:, k]) ** 2))) for k, d in enumerate(loss_domains)}}
 
@@ -292,13 +375,13 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
         write_json_atomic(out / "recommendation.json", rec)
         paths["recommendation"] = out / "recommendation.json"
     spec = frozen_spec(d)
-    strategy, why_not = rebuild_strategy(spec, state, events) if state.completed else (None, "no completed trial")
+    strategy, loo_model, why_not = report_models(spec, state, events)
     rows = mixture_rows(state, spec, strategy, rec)
     objective_plot(state, out / "objective.png", [r for r in rows if r["name"] != "recommended"])
     paths["objective_plot"] = out / "objective.png"
     heatmap_plot(state, out / "heatmap.png")
     paths["heatmap"] = out / "heatmap.png"
-    loo = leave_one_out(strategy) if strategy is not None else None
+    loo = leave_one_out(loo_model) if loo_model is not None else None
     if loo is not None:
         loo_plot(loo, out / "loo.png")
         paths["loo"] = out / "loo.png"

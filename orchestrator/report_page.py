@@ -111,8 +111,10 @@ def render_page(state: SweepState, rec: dict[str, Any] | None, rows: list[dict[s
     source = f"{SOURCE_WORDS.get(rec['source'], rec['source'])}, from {rec['trials_used']} trials" if rec else "none"
     if loo is not None:
         fit = ", ".join(f"{_e(d)} {loo['rmse'][d]:.4f}" for d in loo["domains"])
+        own = (" This GP is fitted for the report to the completed trials; it is not the sweep strategy's own model."
+               if loo.get("fitted_for_report") else "")
         loo_html = (f'<p class="note">Each trial predicted by the {_e(loo["surrogate"])} surrogate fitted without it '
-                    f"({loo['n']} trials). RMSE (nats/token): {fit}.</p>" + _img(out / "loo.png", "leave-one-out"))
+                    f"({loo['n']} trials). RMSE (nats/token): {fit}.{_e(own)}</p>" + _img(out / "loo.png", "leave-one-out"))
     else:
         loo_html = f'<p class="note">No leave-one-out check: {_e(why_not or "too few completed trials to leave one out")}.</p>'
     warn_html = "".join(f'<div class="warn">{_e(w)}</div>' for w in warnings) or '<p class="ok">No warnings.</p>'

@@ -124,3 +124,33 @@ def test_cap_warning_fires_when_the_recommendation_sits_on_a_cap(tmp_path):
     write_report(tmp_path)
     html = (tmp_path / "report" / "report.html").read_text()
     assert "sits on the data cap of a" in html and "data cap of b" not in html
+
+
+def _uniform_row(html: str) -> str:
+    start = html.index("<tr><td>uniform</td>")
+    return html[start:html.index("</tr>", start)]
+
+
+@pytest.mark.parametrize("kind,own_model", [("sobol", False), ("bayesopt", True)])
+def test_every_strategy_reports_predicted_baselines_and_a_leave_one_out(ray_session, tmp_path, kind, own_model):
+    d = tmp_path / "sweep"
+    spec = parse_spec({
+        "name": kind, "domains": {n: {} for n in "abc"},
+        "trainer": {"kind": "synthetic", "duration_s": 0.05, "progress_events": 1, "noise": 0.005},
+        "strategy": {"kind": kind, "options": {"initial_trials": 3} if kind == "bayesopt" else {}},
+        "budget": {"trials": 7, "concurrency": 4},
+    })
+    Controller(spec, d, log=lambda m: None).run()
+    paths = write_report(d)
+    html = paths["html"].read_text()
+    row = _uniform_row(html)
+    # the uniform baseline has a predicted objective with its std (it used to be "–" for both strategies)
+    assert row.count("&plusmn;") >= 4, row
+    assert "loo" in paths and "No leave-one-out check" not in html
+    assert "predicted by the gp surrogate fitted without it (7 trials)" in html
+    fitted_for_report = "Predicted: a GP surrogate fitted for this report to the 7 completed trials"
+    assert (fitted_for_report in html) is not own_model  # sobol: labelled as the report's GP; bayesopt: Ax's own
+    assert "This GP is fitted for the report" in html  # bayesopt's leave-one-out too (Ax is not refitted per trial)
+    rec = json.loads((d / "report" / "recommendation.json").read_text())
+    words = {"in-sample": "an observed run, the one the model predicts best", "observed": "the best observed run"}
+    assert words[rec["source"]] in html
