@@ -43,7 +43,6 @@ from orchestrator.runs import (
 )
 from orchestrator.strategies import STRATEGIES, Strategy, build_strategy
 from orchestrator.strategies.base import Predictive
-from orchestrator.strategies.model_based import ModelStrategy
 
 DEFAULT_STRATEGY = "gp"
 # Offline nothing waits on the answer, so the GP's hyperparameters are fitted for longer than in a
@@ -139,7 +138,7 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
         raise RunsTableError(f"--strategy {kind}: {_option_error(err)}; {_options_hint(kind, table.domains)}") from None
     except ValueError as err:  # a strategy's own check (fixed: weights for other domains)
         raise RunsTableError(f"--strategy {kind}: {str(err).splitlines()[0]}") from None
-    needed = strategy.min_runs() if isinstance(strategy, ModelStrategy) else 1
+    needed = strategy.min_runs() if isinstance(strategy, Predictive) else 1
     require_runs(table, needed, f"strategy {kind}")
     if objective.needs_reference:
         _observe_reference(table, objective)

@@ -246,6 +246,10 @@ class Predictive(Strategy):
     score candidates (`mixsweep recommend --predict`) and predict a report's baselines."""
 
     @abc.abstractmethod
+    def min_runs(self) -> int:
+        """Finished runs the model needs before it predicts."""
+
+    @abc.abstractmethod
     def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         """Predicted per-domain loss mean and std (n, m), nats/token, at mixtures W (n, k), with the m
         domains. ValueError (one line) when the model cannot be fitted yet."""

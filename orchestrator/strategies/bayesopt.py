@@ -181,6 +181,10 @@ class BayesOpt(Predictive):
             # recommendation) rather than keeping every result from Ax for good.
             self._complete_held()
 
+    def min_runs(self) -> int:
+        """Ax models once its initialisation budget is complete (attached runs count)."""
+        return self.config.initial_trials or len(self.domains) + 1
+
     def _fit_model(self) -> None:
         """Fit Ax's GP to every completed trial, so that `predict` uses all results.
 
@@ -200,7 +204,7 @@ class BayesOpt(Predictive):
             self._generation.fit(experiment=self._generation.experiment)
         if self._generation.adapter is None or self._generation.current_node_name in ("CenterOfSearchSpace", "Sobol"):
             raise ValueError(f"bayesopt: Ax stayed at its {self._generation.current_node_name} node with {done} "
-                             f"completed trials; it models after {self.config.initial_trials or len(self.domains) + 1}")
+                             f"completed trials; it models after {self.min_runs()}")
         self._fitted_on = (id(self._generation), done)
 
     def predict_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

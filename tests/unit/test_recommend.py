@@ -78,6 +78,7 @@ def test_bad_requests_are_one_line_errors(tmp_path):
     runs = _table(tmp_path, n=5)
     cases = [
         (dict(strategy="mixing_law"), "needs at least 6"),
+        (dict(strategy="bayesopt", options='{"initial_trials": 6}'), "needs at least 6"),  # Ax models after its initial design
         (dict(strategy="hyperband"), "unknown; use one of"),
         (dict(objective="loss.poetry"), "'poetry', which has no loss column"),
         (dict(strategy="sobol", predict=runs), "needs a strategy with a surrogate"),
