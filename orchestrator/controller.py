@@ -105,6 +105,10 @@ class Controller:
             proxy["tokens_per_trial"] = self.spec.proxy.training_tokens()
             proxy.pop("tokens_per_param")
             t.update(proxy=proxy, model=preset_json(self.spec.proxy.preset), tokenizer=self.spec.tokenizer.model_dump(mode="json"))
+        if t["kind"] == "replay":  # the table's content, not its path, decides the answers
+            from orchestrator.replay_table import table_digest
+
+            t["runs"] = table_digest(self.spec.trainer.runs)
         return t
 
     def _prepare_data(self) -> tuple[Any, int]:
@@ -113,6 +117,8 @@ class Controller:
         Trials get only the shards' locations (a few hundred bytes) and memory-map them where they
         run: the data's location is a path or URI every node reaches, never the object store."""
         self._data_journal: dict[str, Any] = {}
+        if self.spec.trainer.kind == "replay":
+            return self._prepare_replay(), 0
         if self.spec.trainer.kind != "proxy":
             return None, 0
         from orchestrator.mixture import token_caps
@@ -130,6 +136,18 @@ class Controller:
             raise DataError(str(err)) from None
         self._data_journal = {"domain_tokens": tokens, "caps": caps, "max_epochs": self.spec.data.max_epochs}
         return data_payload(shards, self.spec, eval_shards), vocab
+
+    def _prepare_replay(self) -> dict[str, Any]:
+        """The replay trainer's fitted simulator, as the arrays every trial predicts from (~0.1 MB)."""
+        from orchestrator.replay_table import replay_model
+        from orchestrator.runs import RunsTableError
+
+        model = replay_model(self.spec.trainer.runs, self.domains, self.spec.data.cache_dir, log=self.log)
+        missing = sorted(set(self.objective.coefficients) - set(model.loss_domains))
+        if missing:
+            raise RunsTableError(f"`objective`: reads {missing}, which trainer.runs has no loss column for; "
+                                 f"use domains of {list(model.loss_domains)} (objective.domains for mean or worst)")
+        return model.to_payload()
 
     def _max_loss(self, vocab: int) -> float | None:
         if self.spec.budget.max_loss is not None:

@@ -65,14 +65,14 @@ def attempt_timeout_s(spec) -> float | None:
     """Wall time after which an attempt counts as hung, derived from what the trial must do.
 
     The proxy trainer gets its token budget at a floor of 500 tokens/s (a slow CPU on the debug
-    preset does ~20k) plus 10 minutes for start-up and evaluation; the synthetic trainer 10x its
+    preset does ~20k) plus 10 minutes for start-up and evaluation; the synthetic and replay trainers 10x their
     duration plus a minute. A python callable's cost is unknown: no timeout unless the spec sets one.
     """
     if spec.budget.trial_timeout_s is not None:
         return spec.budget.trial_timeout_s
     if spec.trainer.kind == "proxy":
         return spec.proxy.training_tokens() / 500.0 + 600.0
-    if spec.trainer.kind == "synthetic":
+    if spec.trainer.kind in ("synthetic", "replay"):
         return 10.0 * spec.trainer.duration_s + 60.0
     return None
 

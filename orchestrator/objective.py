@@ -68,13 +68,14 @@ class Objective:
         cons = spec.constraints
         extra = {"reference_mixture": dict(spec.reference) if spec.reference else None,
                  "max_excess": cons.max_excess if cons else None, "max_loss": dict(cons.max_loss or {}) if cons else {}}
+        read = tuple(spec.domains or domains)  # mean and worst may name the evaluated domains they read
         if spec.kind == "mean":
-            return cls({d: 1.0 / len(domains) for d in domains}, "mean of per-domain losses" + _cons_text(extra), **extra)
+            return cls({d: 1.0 / len(read) for d in read}, "mean of per-domain losses" + _cons_text(extra), **extra)
         if spec.kind == "target":
             return cls({spec.domain: 1.0}, f"loss on {spec.domain}" + _cons_text(extra), **extra)
         if spec.kind == "worst":
             what = "worst excess loss over the reference run" if spec.excess else "worst per-domain loss"
-            return cls({d: 1.0 for d in domains}, what + _cons_text(extra), kind="worst", excess=spec.excess, **extra)
+            return cls({d: 1.0 for d in read}, what + _cons_text(extra), kind="worst", excess=spec.excess, **extra)
         total = sum(spec.weights.values())
         coef = {d: w / total for d, w in spec.weights.items() if w > 0}
         return cls(coef, "weighted " + ", ".join(f"{d}={w:.2f}" for d, w in coef.items()) + _cons_text(extra), **extra)

@@ -162,7 +162,27 @@ class CommandTrainerSpec(_Strict):
         return v
 
 
-TrainerSpec = Annotated[Union[ProxyTrainerSpec, SyntheticTrainerSpec, PythonTrainerSpec, CommandTrainerSpec],
+class ReplayTrainerSpec(_Strict):
+    """A runs table as the trainer (workers/replay.py): each trial answers with a GP fitted to every row
+    of the table plus the table's own run-to-run noise. For benchmarking strategies without a GPU."""
+
+    kind: Literal["replay"]
+    runs: str = Field(..., description="Runs table (CSV/Parquet, weight.<domain> and loss.<domain> columns) "
+                      "whose weight columns are the spec's domains.")
+    noise: float | None = Field(None, ge=0, description="Loss noise sd (nats) of every answer; default: the table's own, "
+                                "estimated per domain by the fit; 0: noiseless.")
+    duration_s: float = Field(0.0, ge=0, description="Wall time of one trial, in seconds.")
+    progress_events: int = Field(4, ge=1, le=1000, description="Progress events streamed per trial.")
+
+    @field_validator("runs")
+    @classmethod
+    def _table_exists(cls, v: str) -> str:
+        if not Path(v).expanduser().is_file():
+            raise ValueError(f"runs table {v!r} not found; give a CSV or Parquet file with weight.<domain> and loss.<domain> columns")
+        return v
+
+
+TrainerSpec = Annotated[Union[ProxyTrainerSpec, SyntheticTrainerSpec, PythonTrainerSpec, CommandTrainerSpec, ReplayTrainerSpec],
                         Field(discriminator="kind")]
 
 
@@ -181,6 +201,9 @@ class ObjectiveSpec(_Strict):
     weights: dict[str, float] | None = Field(None, description="kind weighted: domain -> non-negative weight.")
     domain: str | None = Field(None, description="kind target: the one domain whose loss is minimised.")
     excess: bool = Field(False, description="kind worst: the worst loss above the reference run's (DoReMi's excess loss).")
+    domains: list[str] | None = Field(
+        None, description="kind mean or worst: the evaluated domains it reads (default: the training domains), e.g. the "
+        "loss columns of a replayed runs table or eval_domains.")
     reference: dict[str, float] | None = Field(
         None, description="The reference mixture for `excess` and `constraints.max_excess` (default: uniform).")
     constraints: ConstraintsSpec | None = Field(None, description="Limits on per-domain losses (docs/spec.md).")
@@ -198,6 +221,10 @@ class ObjectiveSpec(_Strict):
             raise ValueError("weights are only for kind weighted; remove them or set `kind: weighted`")
         if self.domain is not None and self.kind != "target":
             raise ValueError("domain is only for kind target; remove it or set `kind: target`")
+        if self.domains is not None and self.kind not in ("mean", "worst"):
+            raise ValueError("domains is only for kind mean or worst; remove it (kind weighted names its domains in `weights`)")
+        if self.domains is not None and (not self.domains or len(set(self.domains)) != len(self.domains)):
+            raise ValueError("`objective.domains`: give distinct domain names, at least one")
         if self.excess and self.kind != "worst":
             raise ValueError("excess is only for kind worst; remove it or set `kind: worst`")
         if self.reference is not None and not (self.excess or (self.constraints and self.constraints.max_excess is not None)):
@@ -349,8 +376,11 @@ class SweepSpec(_Strict):
             raise ValueError(f"`eval_domains.{clash[0]}`: also a training domain; rename it (losses are keyed by name)")
         if self.eval_domains and self.trainer.kind != "proxy":
             raise ValueError("`eval_domains`: only the proxy trainer evaluates held-out text sets; remove them or use `trainer: {kind: proxy}`")
-        named = set(self.objective.weights or {}) | ({self.objective.domain} if self.objective.domain else set())
+        named = (set(self.objective.weights or {}) | ({self.objective.domain} if self.objective.domain else set())
+                 | set(self.objective.domains or []))
         known = set(self.domains) | set(self.eval_domains)
+        if isinstance(self.trainer, ReplayTrainerSpec):  # a replayed table may evaluate other sets too
+            known |= set(replay_loss_columns(self.trainer.runs))
         unknown = sorted(named - known)
         if unknown:
             raise ValueError(f"`objective`: names unknown domain(s) {unknown}; use one of {sorted(known)}")
@@ -405,6 +435,17 @@ class SweepSpec(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def replay_loss_columns(path: str) -> list[str]:
+    """The evaluated domains of a runs table (its `loss.<d>` columns), read from the header only."""
+    from orchestrator.runs import LOSS, RunsTableError, read_frame
+
+    try:
+        frame = read_frame(Path(path).expanduser())
+    except RunsTableError as err:
+        raise ValueError(f"`trainer.runs`: {err}") from None
+    return [c[len(LOSS):] for c in frame.columns if isinstance(c, str) and c.startswith(LOSS)]
+
+
 _FIXES = {
     "extra_forbidden": "remove it or check the spelling",
     "missing": "add it",
@@ -413,7 +454,7 @@ _FIXES = {
     "less_than": "lower it",
     "less_than_equal": "lower it",
     "literal_error": "use one of the listed values",
-    "union_tag_not_found": "add `kind:` (proxy, synthetic, python or command)",
+    "union_tag_not_found": "add `kind:` (proxy, synthetic, python, command or replay)",
     "union_tag_invalid": "use one of the listed kinds",
     "finite_number": "give a finite number",
 }
@@ -427,7 +468,7 @@ def _first_error(err: ValidationError, prefix: str = "") -> str:
         return _one_line(msg)
     parts = [prefix] if prefix else []
     loc = list(e["loc"])
-    if len(loc) > 1 and loc[0] == "trainer" and loc[1] in ("proxy", "synthetic", "python", "command"):
+    if len(loc) > 1 and loc[0] == "trainer" and loc[1] in ("proxy", "synthetic", "python", "command", "replay"):
         del loc[1]  # the discriminated union puts the trainer kind in the path; users never wrote it
     parts += [str(p) for p in loc]
     if e["type"] == "extra_forbidden":

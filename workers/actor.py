@@ -29,6 +29,10 @@ def run_trainer(payload: dict[str, Any], data: dict[str, Any] | None, report) ->
         from workers.backends import run_python
 
         return run_python(mixture, trainer["callable"], seed, report)
+    if trainer["kind"] == "replay":
+        from workers.replay import ReplayModel, run_replay
+
+        return run_replay(mixture, trainer, ReplayModel.from_payload(data), payload["trial"], seed, report)
     if trainer["kind"] == "command":
         from workers.command import run_command
 
