@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,22 @@ SPEC = "spec.yaml"
 STRATEGY = "strategy.json"
 TRIALS = "trials"
 REPORT = "report"
+
+# Every trial id the controller makes: "t" + 12 hex digits of a content hash (trial.trial_id), and
+# ladder trials with their preset appended (ladder.ladder_trial_id: t<hash>-1m). Ids come back from
+# the journal, a file anyone can edit, and become directory names: nothing else may pass.
+TRIAL_ID = re.compile(r"t[0-9a-f]{12}(?:-[A-Za-z0-9_]{1,32})?")
+
+
+class BadTrialId(ValueError):
+    """A trial id that is not one the controller makes (and could name a path outside the sweep)."""
+
+
+def check_trial_id(trial: object) -> str:
+    """`trial` if it is a trial id (TRIAL_ID), else BadTrialId (one line)."""
+    if not isinstance(trial, str) or not TRIAL_ID.fullmatch(trial):
+        raise BadTrialId(f"trial id {str(trial)[:80]!r} is not t + 12 hex digits (+ -preset for ladder trials)")
+    return trial
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -21,4 +38,10 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def trial_dir(sweep_dir: Path, trial: str) -> Path:
-    return Path(sweep_dir) / TRIALS / trial
+    """`<sweep dir>/trials/<id>`; BadTrialId for anything but a trial id, so no name reaches outside."""
+    return Path(sweep_dir) / TRIALS / check_trial_id(trial)
+
+
+def result_files(sweep_dir: Path) -> list[Path]:
+    """Every `trials/<id>/result.json` under a local sweep directory (finished trials' results)."""
+    return sorted((Path(sweep_dir) / TRIALS).glob("*/result.json"))

@@ -11,25 +11,25 @@ from orchestrator.trial import TrialStatus
 def _write_sweep(path):
     with Journal(path) as j:
         j.append("sweep_started", name="s", domains=["a", "b"], budget=3, concurrency=2, objective="mean")
-        j.append("trial_proposed", trial="t1", mixture={"a": 0.5, "b": 0.5})
-        j.append("trial_started", trial="t1", attempt=1)
-        j.append("trial_proposed", trial="t2", mixture={"a": 0.9, "b": 0.1})
-        j.append("trial_started", trial="t2", attempt=1)
-        j.append("trial_progress", trial="t1", step=1, tokens=10, losses={"a": 3.0, "b": 3.0})
-        j.append("trial_completed", trial="t1", losses={"a": 2.0, "b": 2.5}, objective=2.25)
-        j.append("trial_failed", trial="t2", reason="ValueError: boom")
-        j.append("trial_reused", trial="t1")
+        j.append("trial_proposed", trial="t000000000001", mixture={"a": 0.5, "b": 0.5})
+        j.append("trial_started", trial="t000000000001", attempt=1)
+        j.append("trial_proposed", trial="t000000000002", mixture={"a": 0.9, "b": 0.1})
+        j.append("trial_started", trial="t000000000002", attempt=1)
+        j.append("trial_progress", trial="t000000000001", step=1, tokens=10, losses={"a": 3.0, "b": 3.0})
+        j.append("trial_completed", trial="t000000000001", losses={"a": 2.0, "b": 2.5}, objective=2.25)
+        j.append("trial_failed", trial="t000000000002", reason="ValueError: boom")
+        j.append("trial_reused", trial="t000000000001")
 
 
 def test_replay_folds_every_event(tmp_path):
     p = tmp_path / "journal.jsonl"
     _write_sweep(p)
     s = replay(p)
-    assert s.trials["t1"].status == TrialStatus.COMPLETED and s.trials["t1"].progress_events == 1
-    assert s.trials["t2"].status == TrialStatus.FAILED and s.trials["t2"].reason == "ValueError: boom"
+    assert s.trials["t000000000001"].status == TrialStatus.COMPLETED and s.trials["t000000000001"].progress_events == 1
+    assert s.trials["t000000000002"].status == TrialStatus.FAILED and s.trials["t000000000002"].reason == "ValueError: boom"
     summary = s.summary()
     assert (summary["completed"], summary["failed"], summary["running"], summary["reused"]) == (1, 1, 0, 1)
-    assert s.best().id == "t1"
+    assert s.best().id == "t000000000001"
     assert [json.loads(line)["seq"] for line in p.read_text().splitlines()] == list(range(9))
 
 
@@ -47,7 +47,7 @@ def test_torn_last_line_is_dropped_and_reported(tmp_path):
     p.write_bytes(data[:-20])  # a crash mid-write of the last event
     warn = []
     s = replay(p, warn)
-    assert "t2" in s.trials and s.reused == 0
+    assert "t000000000002" in s.trials and s.reused == 0
     assert warn and "line 9" in warn[0]
 
 
