@@ -95,14 +95,10 @@ def resume(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
 
 
 def frozen_spec(dir: Path):
-    """The spec a sweep ran with, from its directory."""
-    import yaml
+    """The spec a sweep ran with, from its directory (SpecError, one line, when missing or invalid)."""
+    from orchestrator.spec import load_frozen_spec
 
-    from orchestrator.spec import parse_spec
-    from orchestrator.sweepdir import SPEC
-
-    raw = yaml.safe_load((Path(dir) / SPEC).read_text())
-    return parse_spec({k: v for k, v in raw.items() if k not in ("mixsweep_version", "spec_digest")})
+    return load_frozen_spec(dir)
 
 
 def _drive(s, sweep_dir: str, address: str | None, quiet: bool, resume: bool) -> None:
@@ -294,22 +290,99 @@ def _init_ray(address: str | None) -> str | None:
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
-def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except _user_errors() as err:
-        err_console.print(f"error: {err}", highlight=False, soft_wrap=True, markup=False, emoji=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: completed trials are in the sweep directory")
-        sys.exit(130)
-    except Exception as err:  # typer/click usage errors
-        import click
+# ----------------------------------------------------------------------------- error boundary
 
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
+DEBUG_FLAG = "--debug"
+
+
+@app.callback()
+def _global_options(debug: bool = typer.Option(False, DEBUG_FLAG, help="Show the traceback of an error (also: MIXSWEEP_DEBUG=1); "
+                                                "may be given anywhere on the command line.")) -> None:
+    """Find the data mixture for an LM pre-training run with proxy sweeps on Ray."""
+
+
+def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """argv without --debug (accepted anywhere before a `--`), and whether it or MIXSWEEP_DEBUG=1 asks
+    for tracebacks. Read before typer parses, so that a usage error can show its traceback too."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = DEBUG_FLAG in argv[:end] or os.environ.get("MIXSWEEP_DEBUG", "") not in ("", "0")
+    return [a for i, a in enumerate(argv) if i >= end or a != DEBUG_FLAG], debug
+
+
+def _say(line: str) -> None:
+    """The one line on stderr (newlines in a message escaped: exactly one line, always)."""
+    text = " ".join(str(line).split("\n")).strip() if "\n" in str(line) else str(line)
+    sys.stderr.write(text.replace("\r", " ") + "\n")
+    sys.stderr.flush()
+
+
+def _usage_line(err: Exception) -> str:
+    """A click usage error as one line naming the command and where to look."""
+    from typer._click import exceptions as click_exc
+
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "mixsweep"
+    if isinstance(err, click_exc.NoArgsIsHelpError):
+        return f"error: no command given; run `{command} --help` for the commands"
+    message = err.format_message().strip().rstrip(".")
+    return f"error: {message}; see `{command} --help`"
+
+
+def _os_line(err: OSError) -> str:
+    what = err.strerror or type(err).__name__
+    where = f" {err.filename}" if err.filename else ""
+    fix = "; check the path and its permissions" if isinstance(err, (PermissionError, FileNotFoundError, IsADirectoryError)) else ""
+    return f"error: cannot access{where}: {what}{fix}"
+
+
+def run_command(argv: list[str]) -> int:
+    """Run one `mixsweep` command line; returns the exit code. Every failure is one line on stderr,
+    `error: ...`: 2 for bad usage or input (spec, data, sweep directory, files), 130 when interrupted,
+    1 for an internal error (a bug: rerun with --debug for the traceback). Tracebacks only with --debug."""
+    from typer._click import exceptions as click_exc  # typer vendors its own click: catch its classes
+    from typer.exceptions import Abort, Exit
+
+    argv, debug = _split_debug(argv)
+    try:
+        result = app(args=argv, prog_name="mixsweep", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except Exit as err:  # --help, typer.Exit(code)
+        return err.exit_code
+    except _user_errors() as err:
+        _raise_if(debug)
+        _say(f"error: {err}")
+    except click_exc.NoArgsIsHelpError as err:
+        print(err.format_message())  # bare `mixsweep`: the help on stdout, the error on stderr
+        _say(_usage_line(err))
+    except click_exc.ClickException as err:
+        _raise_if(debug)
+        _say(_usage_line(err) if isinstance(err, click_exc.UsageError) else f"error: {err.format_message()}")
+        return err.exit_code if not isinstance(err, click_exc.UsageError) else EXIT_USAGE
+    except (KeyboardInterrupt, Abort) as err:
+        _raise_if(debug)
+        _say(f"error: {err}" if str(err) else "error: interrupted; anything finished is kept in the sweep directory")
+        return EXIT_INTERRUPTED
+    except OSError as err:  # read-only or missing directories, full disks, unreachable storage
+        _raise_if(debug)
+        _say(_os_line(err))
+    except Exception as err:  # a bug: say so in one line, and how to see more
+        _raise_if(debug)
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        _say(f"error: internal error ({type(err).__name__}: {first}); rerun with --debug (or MIXSWEEP_DEBUG=1) "
+             "for the traceback, and report it")
+        return EXIT_INTERNAL
+    return EXIT_USAGE
+
+
+def _raise_if(debug: bool) -> None:
+    """With --debug, let the exception being handled propagate with its traceback."""
+    if debug:
         raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_command(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

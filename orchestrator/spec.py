@@ -11,15 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from workers.presets import PRESETS
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Checked with `fullmatch`: `match` with `$` accepts a trailing newline ("books\n"), which later
+# breaks Ax parameter names and file names.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 class SpecError(ValueError):
@@ -28,6 +32,55 @@ class SpecError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        # pydantic's lax mode reads `trials: true` as 1 trial; a boolean where a number is expected is
+        # always a mistake, so it is refused (bools stay valid where the field is a bool). A model
+        # validator, not a field one: pydantic allows no before-validator on a discriminator (`kind`).
+        for name, value in data.items() if isinstance(data, dict) else ():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if field is not None and bool_where_number(value, field.annotation):
+                raise ValueError(f"{_FIELD}{name}{_FIELD}{_bool_message(value)}")
+        return data
+
+
+# Marks the field a model-level validator blames, so `_first_error` can name its dotted path.
+_FIELD = "\x00"
+
+
+def _bool_message(value: Any) -> str:
+    shown = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+    return f"{shown} holds a boolean where a number is expected; write a number"
+
+
+def _accepts(annotation: Any) -> list[Any]:
+    """The concrete types an annotation admits (unions and Annotated flattened; None dropped)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _accepts(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [t for a in typing.get_args(annotation) for t in _accepts(a)]
+    return [] if annotation is type(None) else [annotation]
+
+
+def bool_where_number(value: Any, annotation: Any) -> bool:
+    """True when `value` holds a bool where `annotation` expects an int or float (also inside dicts,
+    lists and tuples, e.g. `weights: {code: true}`)."""
+    accepted = _accepts(annotation)
+    if isinstance(value, bool):
+        return bool not in accepted and any(t in (int, float) for t in accepted)
+    for t in accepted:
+        origin, args = typing.get_origin(t), typing.get_args(t)
+        if isinstance(value, dict) and origin is dict and len(args) == 2:
+            if any(bool_where_number(x, args[1]) for x in value.values()):
+                return True
+        elif isinstance(value, (list, tuple)) and origin in (list, tuple) and args:
+            item_types = args if origin is tuple and ... not in args else (args[0],) * len(value)
+            if any(bool_where_number(x, a) for x, a in zip(value, item_types)):
+                return True
+    return False
 
 
 class DomainSpec(_Strict):
@@ -252,6 +305,10 @@ class StrategySpec(_Strict):
 
         if self.kind not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.kind!r}; use one of {', '.join(sorted(STRATEGIES))}")
+        fields = STRATEGIES[self.kind].Config.model_fields
+        for key, value in self.options.items():  # strategy configs are not _Strict: the same bool check here
+            if key in fields and bool_where_number(value, fields[key].annotation):
+                raise ValueError(f"`strategy.options.{key}`: {_bool_message(value)}")
         try:
             STRATEGIES[self.kind].Config(**self.options)
         except ValidationError as err:
@@ -355,7 +412,7 @@ class SweepSpec(_Strict):
         if len(v) < 2:
             raise ValueError("a mixture needs at least 2 domains")
         for name in v:
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ValueError(f"domain name {name!r} must be a letter then letters, digits or _")
         return v
 
@@ -363,7 +420,7 @@ class SweepSpec(_Strict):
     @classmethod
     def _eval_domain_names(cls, v: dict[str, DomainSpec]) -> dict[str, DomainSpec]:
         for name, d in v.items():
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ValueError(f"`eval_domains.{name}`: name must be a letter then letters, digits or _")
             if d.demo is None and d.path is None:
                 raise ValueError(f"`eval_domains.{name}`: no data; give `path:` (text, JSONL or Parquet) or `demo:`")
@@ -420,6 +477,17 @@ class SweepSpec(_Strict):
         for d in bounds if isinstance(bounds, dict) else {}:
             if d not in self.domains:
                 raise ValueError(f"`strategy.options.bounds.{d}`: unknown domain; use one of {sorted(self.domains)}")
+        problem = mixture_space_problem(self.domain_names, **self._space_options())
+        if problem:
+            raise ValueError(problem)
+
+    def _space_options(self) -> dict[str, Any]:
+        """The strategy's floor and per-domain bounds (configs without them: none)."""
+        from orchestrator.strategies import STRATEGIES
+
+        config = STRATEGIES[self.strategy.kind].Config(**self.strategy.options)
+        return {"min_weight": float(getattr(config, "min_weight", 0.0) or 0.0),
+                "bounds": dict(getattr(config, "bounds", None) or {})}
 
     @property
     def domain_names(self) -> tuple[str, ...]:
@@ -433,6 +501,34 @@ class SweepSpec(_Strict):
         # Domain order is part of the sweep (search axes, default optimum), so it is hashed too.
         blob = json.dumps([list(self.domains), self.model_dump(mode="json")], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def mixture_space_problem(domains: tuple[str, ...], min_weight: float = 0.0,
+                          bounds: dict[str, tuple[float, float]] | None = None) -> str | None:
+    """One line naming the fields and the fix when no mixture meets the floor and the bounds, else None.
+
+    Checked when the spec is validated, so `validate`, `run` and `resume` refuse an empty space before
+    anything is journaled (a strategy would otherwise fail, or propose weights off its floor, mid-sweep).
+    The data's caps are intersected later, when the data is prepared (ModelStrategy.set_caps).
+    """
+    k, eps = len(domains), 1e-9
+    if k * min_weight > 1 + eps:
+        return (f"`strategy.options.min_weight`: {min_weight:g} for each of {k} domains sums to {k * min_weight:.3f} > 1; "
+                f"lower it to at most {1 / k:.4f}")
+    lower = {d: min_weight for d in domains}
+    upper = {d: 1.0 for d in domains}
+    for d, (lo, hi) in (bounds or {}).items():
+        lower[d], upper[d] = max(min_weight, float(lo)), float(hi)
+        if lower[d] > hi + eps:
+            return (f"`strategy.options.bounds.{d}`: upper bound {hi:g} is below the floor {lower[d]:g} "
+                    "(its lower bound or min_weight); raise the upper bound or lower min_weight")
+    if sum(lower.values()) > 1 + eps:
+        return (f"`strategy.options.bounds`: the lower bounds (at least min_weight {min_weight:g} each) sum to "
+                f"{sum(lower.values()):.3f} > 1; lower them so they sum to at most 1")
+    if sum(upper.values()) < 1 - eps:
+        return (f"`strategy.options.bounds`: the upper bounds sum to {sum(upper.values()):.3f} < 1, so no mixture reaches 1; "
+                "raise them (or leave a domain unbounded) so they sum to at least 1")
+    return None
 
 
 def replay_loss_columns(path: str) -> list[str]:
@@ -468,6 +564,9 @@ def _first_error(err: ValidationError, prefix: str = "") -> str:
         return _one_line(msg)
     parts = [prefix] if prefix else []
     loc = list(e["loc"])
+    if msg.startswith(_FIELD):  # a model validator blamed one of its fields
+        _, field, msg = msg.split(_FIELD, 2)
+        loc.append(field)
     if len(loc) > 1 and loc[0] == "trainer" and loc[1] in ("proxy", "synthetic", "python", "command", "replay"):
         del loc[1]  # the discriminated union puts the trainer kind in the path; users never wrote it
     parts += [str(p) for p in loc]
@@ -495,17 +594,76 @@ def parse_spec(raw: Any) -> SweepSpec:
         raise SpecError(_first_error(err)) from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping. PyYAML keeps the last one silently,
+    so a domain or `budget:` written twice would change the sweep without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may override keys: that is its purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                continue
+        return super().construct_mapping(node, deep)
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        super().__init__(f"key {key!r} appears twice (lines {first} and {again})")
+        self.key, self.first, self.again = key, first, again
+
+
+def read_yaml(path: str | Path, what: str = "spec") -> Any:
+    """A YAML file's document, duplicate keys refused; SpecError with one line naming the file, the line
+    and the fix. `what` names the file's role in the message ("spec", "frozen spec")."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{what} {p}: not UTF-8 text; save the file as UTF-8") from None
+    except OSError as err:
+        raise SpecError(f"{what} {p}: cannot be read ({err.strerror or type(err).__name__})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except DuplicateKey as err:
+        raise SpecError(f"{what} {p}: key {err.key!r} appears twice (line {err.first} and line {err.again}); "
+                        "keep one (YAML would silently use the last)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{what} {p}: not valid YAML{where}; fix the syntax") from None
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a YAML spec file; raises SpecError with one line."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"spec file {str(p)!r} not found; pass the path to a sweep YAML (see examples/)")
+    return parse_spec(read_yaml(p))
+
+
+# Keys the controller adds to the frozen spec.yaml of a sweep directory (not spec fields).
+FROZEN_EXTRAS = ("mixsweep_version", "spec_digest")
+
+
+def load_frozen_spec(sweep_dir: str | Path) -> SweepSpec:
+    """The spec a sweep ran with, from `<sweep_dir>/spec.yaml`; SpecError with one line naming the file
+    and the fix when it is missing, unreadable or no longer valid."""
+    p = Path(sweep_dir) / "spec.yaml"
+    if not p.is_file():
+        raise SpecError(f"{sweep_dir}: no spec.yaml (the sweep's frozen spec); restore it, or pass the sweep's spec "
+                        "with `--spec FILE` where the command takes one")
+    raw = read_yaml(p, "frozen spec")
+    if not isinstance(raw, dict):
+        raise SpecError(f"frozen spec {p}: not a YAML mapping; restore it from the spec the sweep ran with")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise SpecError(f"spec {p}: not UTF-8 text; save the file as UTF-8") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"spec {p}: not valid YAML{where}; fix the syntax") from None
-    return parse_spec(raw)
+        return parse_spec({k: v for k, v in raw.items() if k not in FROZEN_EXTRAS})
+    except SpecError as err:
+        raise SpecError(f"frozen spec {p}: {err}; restore it from the spec the sweep ran with") from None

@@ -295,3 +295,76 @@ class TestCli:
         err = capsys.readouterr().err
         assert exc.value.code == 2 and err.startswith("error: ")
         assert "[ab]x" in err
+
+
+# ------------------------------------------------------------------------ strict input (issue #14)
+def test_a_key_given_twice_is_refused_naming_the_key_and_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("domains: {a: {}, b: {}}\ntrainer: {kind: synthetic}\nbudget: {trials: 3}\nbudget: {trials: 30}\n")
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    assert_one_line_error(exc, ["'budget'", "twice", "line 3", "line 4", "keep one"])
+
+
+def test_a_merge_key_may_override_what_it_merges(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("domains: {a: {}, b: {}}\ntrainer: {kind: synthetic}\nbudget:\n  <<: {trials: 3, concurrency: 1}\n  trials: 5\n")
+    assert load_spec(path).budget.trials == 5
+
+
+@pytest.mark.parametrize("edits,field", [
+    (dict(budget__trials=True), "`budget.trials`"),
+    (dict(proxy__tokens_per_param=True), "`proxy.tokens_per_param`"),
+    (dict(seed=False), "`seed`"),
+    (dict(strategy={"kind": "gp", "options": {"initial_trials": True}}), "`strategy.options.initial_trials`"),
+    (dict(objective={"kind": "weighted", "weights": {"books": True, "code": 1}}), "`objective.weights`"),
+])
+def test_a_boolean_is_never_read_as_a_number(edits: dict, field: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(spec_with(**edits))
+    assert_one_line_error(exc, [field, "boolean", "write a number"])
+
+
+def test_booleans_stay_valid_for_boolean_fields() -> None:
+    assert parse_spec(spec_with(proxy__compile=True)).proxy.compile is True
+
+
+@pytest.mark.parametrize("name", ["books\n", "books\r", "books ", "bö", "a/b", "..", ""])
+def test_a_domain_name_must_match_whole(name: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(spec_with(domains={name: {"demo": "books"}, "code": {"demo": "code"}}))
+    assert_one_line_error(exc, ["`domains`", "a letter then"])
+
+
+@pytest.mark.parametrize("kind,options,expected", [
+    ("gp", {"min_weight": 0.4}, ["`strategy.options.min_weight`", "1.200 > 1", "at most 0.3333"]),
+    ("sobol", {"min_weight": 0.45}, ["`strategy.options.min_weight`", "at most 0.3333"]),
+    ("gp", {"bounds": {"books": [0.6, 1], "code": [0.6, 1]}}, ["`strategy.options.bounds`", "lower bounds", "1.200 > 1"]),
+    ("regmix", {"bounds": {"books": [0, 0.1], "code": [0, 0.1], "math": [0, 0.1]}}, ["`strategy.options.bounds`", "upper bounds", "0.300 < 1"]),
+    ("mixing_law", {"min_weight": 0.3, "bounds": {"books": [0, 0.2]}}, ["`strategy.options.bounds.books`", "below the floor 0.3"]),
+])
+def test_a_space_with_no_mixture_is_refused_at_validation(kind: str, options: dict, expected: list[str]) -> None:
+    spec = spec_with(strategy={"kind": kind, "options": options}, domains__math={"demo": "math"})
+    with pytest.raises(SpecError) as exc:
+        parse_spec(spec)
+    assert_one_line_error(exc, expected)
+
+
+def test_a_tight_but_feasible_space_is_accepted() -> None:
+    spec = spec_with(strategy={"kind": "gp", "options": {"min_weight": 0.2, "bounds": {"books": [0.2, 0.6]}}},
+                     domains__math={"demo": "math"})
+    assert parse_spec(spec).strategy.options["min_weight"] == 0.2
+
+
+def test_the_frozen_spec_is_read_strictly_and_named(tmp_path: Path) -> None:
+    from orchestrator.spec import load_frozen_spec
+
+    with pytest.raises(SpecError) as exc:
+        load_frozen_spec(tmp_path)
+    assert_one_line_error(exc, ["no spec.yaml", "--spec"])
+    (tmp_path / "spec.yaml").write_text("domains: {a: {}, b: {}}\ntrainer: {kind: synthetic}\nseed: 1\nseed: 2\n")
+    with pytest.raises(SpecError) as exc:
+        load_frozen_spec(tmp_path)
+    assert_one_line_error(exc, ["frozen spec", "'seed'", "twice"])
+    (tmp_path / "spec.yaml").write_text("mixsweep_version: 0.1.0\nspec_digest: x\ndomains: {a: {}, b: {}}\ntrainer: {kind: synthetic}\n")
+    assert load_frozen_spec(tmp_path).domain_names == ("a", "b")
