@@ -12,6 +12,7 @@ counts them: they carry no loss value a regression could use.
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -55,26 +56,58 @@ class RunsTable:
         return [dict(zip(self.loss_domains, map(float, row))) for row in self.losses]
 
 
+# A loss above this many nats/token is no measurement (ln of a 10^9-token vocabulary is 21): a run
+# that diverged, or a placeholder such as 1e308, which would overflow every mean it entered.
+MAX_PLAUSIBLE_LOSS = 1e4
+_READ_ERRORS = (ValueError, OSError, EOFError, UnicodeDecodeError, zlib.error, pd.errors.ParserError)
+
+
 def read_frame(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file into a DataFrame; one-line RunsTableError if it cannot be read."""
+    """Read a CSV or Parquet file into a DataFrame; one-line RunsTableError if it cannot be read, is
+    empty, or names a column twice."""
     p = Path(path)
     if not p.is_file():
         raise RunsTableError(f"runs table {str(p)!r} not found; pass the path to a CSV or Parquet file")
     suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
+    if suffix not in (".parquet", ".pq", ".csv", ".csv.gz"):
+        raise RunsTableError(f"runs table {p}: unknown format {suffix or '(no extension)'!r}; use .csv or .parquet")
     try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(p)
-        if suffix in (".csv", ".csv.gz"):
-            return pd.read_csv(p)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        _refuse_duplicates(_raw_header(p, suffix), p)
+        return pd.read_parquet(p) if suffix in (".parquet", ".pq") else pd.read_csv(p)
+    except RunsTableError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise RunsTableError(f"runs table {p}: the file is empty; write a header row (weight.<domain>, loss.<domain>) "
+                             "and one row per run") from None
+    except _READ_ERRORS as err:
         raise RunsTableError(f"runs table {p}: cannot be read ({type(err).__name__}); check it is valid {suffix[1:]}") from None
-    raise RunsTableError(f"runs table {p}: unknown format {suffix or '(no extension)'!r}; use .csv or .parquet")
+
+
+def _raw_header(p: Path, suffix: str) -> list[str]:
+    """The column names as written. pandas renames a repeated CSV column (`loss.code` -> `loss.code.1`),
+    which would turn a duplicate into a phantom domain, so they are read before pandas sees them."""
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(p).names)
+    first = pd.read_csv(p, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(c) for c in first.iloc[0]] if len(first) else []
+
+
+def _refuse_duplicates(header: list[str], p: Path) -> None:
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise RunsTableError(f"runs table {p}: column {name!r} appears twice; keep one (a repeated column would "
+                                 "count as another domain or hide a value)")
+        seen.add(name)
 
 
 def weights_from_frame(frame: pd.DataFrame, source: str, tolerance: float = SUM_TOLERANCE) -> tuple[tuple[str, ...], np.ndarray]:
     """The `weight.<domain>` columns as (domains, (n, k) array on the simplex); rows are renormalised
     when they miss 1 by at most `tolerance`."""
     cols = [c for c in frame.columns if isinstance(c, str) and c.startswith(WEIGHT)]
+    _check_names(cols, source)
     if len(cols) < 2:
         raise RunsTableError(f"{source}: needs at least 2 `weight.<domain>` columns, found {len(cols)}; "
                              "name each mixture weight column weight.<domain>")
@@ -93,19 +126,31 @@ def weights_from_frame(frame: pd.DataFrame, source: str, tolerance: float = SUM_
 
 def validate_runs(frame: pd.DataFrame, source: str = "runs table", tolerance: float = SUM_TOLERANCE) -> RunsTable:
     """Check a runs DataFrame and return the validated table (see the module docstring)."""
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        raise RunsTableError(f"{source}: column {str(repeated[0])!r} appears twice; keep one")
     domains, weights = weights_from_frame(frame, source, tolerance)
     loss_cols = [c for c in frame.columns if isinstance(c, str) and c.startswith(LOSS)]
+    _check_names(loss_cols, source)
     if not loss_cols:
         raise RunsTableError(f"{source}: no `loss.<domain>` columns; add each run's validation loss (nats/token) "
                              "as loss.<domain>")
+    if not len(frame):
+        raise RunsTableError(f"{source}: has a header but no runs; add one row per finished run")
     losses = _numeric(frame, loss_cols, source)
-    finite = np.isfinite(losses).all(axis=1)
+    negative = np.argwhere(losses < 0)
+    if len(negative):
+        r, c = negative[0]
+        raise RunsTableError(f"{source}: row {r + 1} has {loss_cols[c]} = {losses[r, c]}; a loss (nats/token) is >= 0: "
+                             "write the validation loss, not a log-likelihood or a score")
+    # Diverged runs (NaN, infinite, or implausibly large losses) carry no value a regression could use.
+    finite = (np.isfinite(losses) & (losses <= MAX_PLAUSIBLE_LOSS)).all(axis=1)
     dropped = int((~finite).sum())
     if dropped:
-        warnings.warn(f"{source}: dropped {dropped} of {len(frame)} runs with NaN or infinite losses",
-                      RunsTableWarning, stacklevel=2)
+        warnings.warn(f"{source}: dropped {dropped} of {len(frame)} runs with NaN, infinite or implausible "
+                      f"(> {MAX_PLAUSIBLE_LOSS:g} nats/token) losses", RunsTableWarning, stacklevel=2)
     if not finite.any():
-        raise RunsTableError(f"{source}: no run has finite losses in every loss column; fix or remove the bad runs")
+        raise RunsTableError(f"{source}: no run has finite, plausible losses in every loss column; fix or remove the bad runs")
     extra = frame.drop(columns=[WEIGHT + d for d in domains] + loss_cols)[finite].reset_index(drop=True)
     return RunsTable(domains, tuple(c[len(LOSS):] for c in loss_cols), weights[finite], losses[finite], extra)
 
@@ -142,6 +187,16 @@ def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
         frame.to_csv(tmp, index=False)
     tmp.replace(p)
     return p
+
+
+def _check_names(cols: list[str], source: str) -> None:
+    """Domain names from column names: not empty, no spaces or control characters at their ends or
+    inside (a name with a newline breaks every file and parameter it later names)."""
+    for c in cols:
+        name = c.split(".", 1)[1]
+        if not name or not name.isprintable() or name != name.strip():
+            raise RunsTableError(f"{source}: column {c!r} names no usable domain; write weight.<domain> / loss.<domain> "
+                                 "with a printable name without surrounding spaces")
 
 
 def _numeric(frame: pd.DataFrame, cols: list[str], source: str) -> np.ndarray:

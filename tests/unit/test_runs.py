@@ -107,3 +107,52 @@ def test_runs_frame_writes_mixtures_and_losses_back_as_a_table():
     frame = runs_frame(m, [{"a": 2.0}, {"a": 3.0}])
     table = validate_runs(frame)
     assert table.mixtures() == m and table.loss_dicts() == [{"a": 2.0}, {"a": 3.0}]
+
+
+# ------------------------------------------------------------------------ strict reading (issue #14)
+HEADER = "weight.web,weight.code,loss.web,loss.code\n"
+
+
+def test_a_repeated_csv_column_is_an_error_not_a_phantom_domain(tmp_path) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text("weight.web,weight.code,loss.code,loss.code\n0.5,0.5,2.0,9.0\n")
+    with pytest.raises(RunsTableError, match=r"column 'loss.code' appears twice"):
+        read_runs(path)
+
+
+def test_a_repeated_parquet_column_is_an_error(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = [pa.array([0.5]), pa.array([0.5]), pa.array([2.0]), pa.array([9.0])]
+    pq.write_table(pa.table(cols, names=["weight.web", "weight.code", "loss.web", "loss.web"]), tmp_path / "r.parquet")
+    with pytest.raises(RunsTableError, match=r"'loss.web' appears twice"):
+        read_runs(tmp_path / "r.parquet")
+
+
+def test_an_implausible_loss_is_dropped_like_a_nan(tmp_path) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text(HEADER + "0.5,0.5,1e308,2.0\n0.4,0.6,3.0,2.5\n")
+    with pytest.warns(RunsTableWarning, match="dropped 1 of 2 runs"):
+        table = read_runs(path)
+    assert table.losses.tolist() == [[3.0, 2.5]]
+
+
+def test_a_negative_loss_is_refused(tmp_path) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text(HEADER + "0.5,0.5,-1.0,2.0\n")
+    with pytest.raises(RunsTableError, match=r"loss.web = -1.0.*>= 0"):
+        read_runs(path)
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", "the file is empty"),
+    (HEADER.encode(), "no runs"),
+    (b"\x1f\x8b\x08garbage", "cannot be read"),
+])
+def test_empty_and_broken_files_are_one_line(tmp_path, content: bytes, expected: str) -> None:
+    path = tmp_path / ("runs.csv.gz" if content.startswith(b"\x1f\x8b") else "runs.csv")
+    path.write_bytes(content)
+    with pytest.raises(RunsTableError) as exc:
+        read_runs(path)
+    assert expected in str(exc.value) and "\n" not in str(exc.value)
