@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -115,7 +116,8 @@ def _format(path: Path, declared: str) -> str:
 
 
 def read_documents(name: str, path: Path, fmt: str, text_column: str) -> Iterator[str]:
-    """Documents of one file. Undecodable text and missing columns raise DataError naming the file."""
+    """Documents of one file. Undecodable or corrupt files, rows that are not objects, missing columns and
+    text fields that are not strings raise DataError naming the domain, the file (and line) and the fix."""
     kind = _format(path, fmt)
     if kind == "text":
         try:
@@ -123,26 +125,76 @@ def read_documents(name: str, path: Path, fmt: str, text_column: str) -> Iterato
         except UnicodeDecodeError:
             raise DataError(f"domain {name!r}: {path} is not UTF-8 text; convert it or remove it from the domain") from None
     elif kind == "jsonl":
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    raise DataError(f"domain {name!r}: {path} line {i} is not JSON; fix the file") from None
-                if text_column not in row:
-                    raise DataError(f"domain {name!r}: {path} line {i} has no {text_column!r} field; set `domains.{name}.text_column`")
-                yield str(row[text_column])
+        yield from _jsonl_documents(name, path, text_column)
     else:
-        import pyarrow.parquet as pq
+        yield from _parquet_documents(name, path, text_column)
 
+
+# What a corrupt or truncated gzip stream raises while it is read.
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _jsonl_documents(name: str, path: Path, text_column: str) -> Iterator[str]:
+    # Read as bytes and decode line by line: a text-mode reader decodes in chunks, so its error could
+    # not name the line.
+    opener = gzip.open if path.suffix == ".gz" else open
+    i = 0
+    try:
+        with opener(path, "rb") as fh:
+            for i, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(f"domain {name!r}: {path} line {i} is not UTF-8 text; convert the file to UTF-8") from None
+                if line.strip():
+                    yield _jsonl_text(name, path, i, line, text_column)
+    except _GZIP_ERRORS as err:
+        raise DataError(f"domain {name!r}: {path} is not a valid gzip file ({type(err).__name__} after line {i}); "
+                        "re-compress it or remove it from the domain") from None
+
+
+def _jsonl_text(name: str, path: Path, i: int, line: str, text_column: str) -> str:
+    """The text field of one JSONL line; a string, never the text of a null or a number."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        raise DataError(f"domain {name!r}: {path} line {i} is not JSON; fix the file") from None
+    if not isinstance(row, dict):
+        kind = {str: "string", list: "array", bool: "boolean", int: "number", float: "number"}.get(type(row), "null")
+        raise DataError(f"domain {name!r}: {path} line {i} is a JSON {kind}, not an object; "
+                        f"write one object per line, e.g. {{\"{text_column}\": \"...\"}}")
+    if text_column not in row:
+        raise DataError(f"domain {name!r}: {path} line {i} has no {text_column!r} field; set `domains.{name}.text_column`")
+    text = row[text_column]
+    if not isinstance(text, str):  # str(None) would train on the word "None"
+        shown = "null" if text is None else type(text).__name__
+        raise DataError(f"domain {name!r}: {path} line {i}: {text_column!r} is {shown}, not a string; "
+                        f"fix or drop that row, or set `domains.{name}.text_column`")
+    return text
+
+
+def _parquet_documents(name: str, path: Path, text_column: str) -> Iterator[str]:
+    """Text of a Parquet column (nulls skipped: a missing document, not a text); the column must hold strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
         schema = pq.read_schema(path)
-        if text_column not in schema.names:
-            raise DataError(f"domain {name!r}: {path} has no column {text_column!r} (has {schema.names}); set `domains.{name}.text_column`")
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"domain {name!r}: {path} is not a readable Parquet file ({type(err).__name__}); "
+                        "rewrite it or remove it from the domain") from None
+    if text_column not in schema.names:
+        raise DataError(f"domain {name!r}: {path} has no column {text_column!r} (has {schema.names}); set `domains.{name}.text_column`")
+    column_type = schema.field(text_column).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise DataError(f"domain {name!r}: {path} column {text_column!r} holds {column_type}, not strings; "
+                        f"point `domains.{name}.text_column` at the text column")
+    try:
         for batch in pq.ParquetFile(path).iter_batches(columns=[text_column], batch_size=1024):
-            yield from (str(t) for t in batch.column(0).to_pylist() if t is not None)
+            yield from (t for t in batch.column(0).to_pylist() if t is not None)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"domain {name!r}: {path} is a damaged Parquet file ({type(err).__name__}); "
+                        "rewrite it or remove it from the domain") from None
 
 
 # -------------------------------------------------------------------------------------- preparation

@@ -155,7 +155,12 @@ def read_manifest(location: str) -> ShardSet | None:
     from orchestrator.storage import read_bytes
 
     blob = read_bytes(f"{location.rstrip('/')}/{MANIFEST}")
-    return ShardSet.from_json(json.loads(blob)) if blob is not None else None
+    if blob is None:
+        return None
+    try:
+        return ShardSet.from_json(json.loads(blob))
+    except (ValueError, TypeError, KeyError):  # a damaged manifest: the entry is unfinished, tokenise again
+        return None
 
 
 def upload(entry: Path, location: str) -> None:
@@ -195,7 +200,11 @@ def local_entry(shards: ShardSet, local_cache: str | Path) -> Path:
 def map_ids(path: Path, tokenizer: str, domain: str) -> np.ndarray:
     """A shard's tokens as a read-only numpy view of the memory-mapped file (no copy). Raises
     ShardMismatch when the file was written for another tokenizer."""
-    reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+    except (pa.ArrowException, OSError) as err:
+        raise ShardMismatch(f"domain {domain!r}: the token shard {path} is missing or damaged ({type(err).__name__}); "
+                            f"delete {path.parent} to tokenise again") from None
     meta = {k.decode(): v.decode() for k, v in (reader.schema.metadata or {}).items()}
     if meta.get("tokenizer") != tokenizer:
         raise ShardMismatch(f"domain {domain!r}: {path} holds tokens of tokenizer {meta.get('tokenizer')!r}, not the "

@@ -371,3 +371,39 @@ def test_the_controller_hands_trials_shard_names_and_caps_the_strategy(text_doma
     assert c._data_journal == {"domain_tokens": tokens, "caps": c.strategy.caps, "max_epochs": 1}
     for m in c.strategy.ask(8, []):  # sobol cannot take bounds: its points are projected onto the caps
         assert all(m.as_dict()[d] <= c.strategy.caps[d] + 1e-6 for d in tokens)
+
+
+# ----------------------------------------------------------------------- hostile files (issue #14)
+HOSTILE_JSONL = [  # (id, file name, bytes, substrings of the one-line error)
+    ("null-text", "d.jsonl", b'{"text": "fine"}\n{"text": null}\n', ["line 2", "'text' is null, not a string"]),
+    ("number-text", "d.jsonl", b'{"text": 7}\n', ["line 1", "is int, not a string"]),
+    ("json-string-line", "d.jsonl", b'"just text"\n', ["line 1", "JSON string, not an object"]),
+    ("non-utf8-line", "d.jsonl", b'{"text": "a"}\n{"text": "\xe9"}\n', ["line 2", "not UTF-8"]),
+    ("corrupt-gzip", "d.jsonl.gz", b"\x1f\x8b\x08\x00not gzip at all", ["not a valid gzip file"]),
+    ("corrupt-parquet", "d.parquet", b"PAR1 not parquet PAR1", ["not a readable Parquet file"]),
+]
+
+
+@pytest.mark.parametrize("name,content,expected", [pytest.param(n, c, x, id=i) for i, n, c, x in HOSTILE_JSONL])
+def test_a_hostile_file_is_one_line_naming_domain_file_and_line(tmp_path, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as exc:
+        list(data_mod.read_documents("web", path, "auto", "text"))
+    msg = str(exc.value)
+    assert "\n" not in msg and "domain 'web'" in msg and str(path) in msg
+    for part in expected:
+        assert part in msg, msg
+
+
+def test_a_parquet_text_column_must_hold_strings(tmp_path):
+    pq.write_table(pa.table({"text": pa.array([1, 2])}), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match="holds int64, not strings"):
+        list(data_mod.read_documents("web", tmp_path / "d.parquet", "auto", "text"))
+
+
+def test_a_damaged_shard_manifest_means_tokenise_again(tmp_path):
+    from workers.shards import MANIFEST, read_manifest
+
+    (tmp_path / MANIFEST).write_text("{not json")
+    assert read_manifest(str(tmp_path)) is None
