@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.journal import JournalError, replay
+from orchestrator.journal import JournalError, load
 from orchestrator.spec import SpecError, load_spec
 from orchestrator.storage import SweepStore
 from orchestrator.sweepdir import JOURNAL
@@ -152,9 +152,11 @@ def logs(job_id: str = typer.Argument(..., help="Job id printed by `mixsweep sub
 def status(dir: str = typer.Argument(..., help="Sweep directory (path or URI)."),
            as_json: bool = typer.Option(False, "--json", help="Print the state as JSON.")) -> None:
     """What a sweep has done so far, read from its journal."""
-    state = replay(_local(dir) / JOURNAL, warn := [])
+    events, state = load(_local(dir) / JOURNAL, warn := [])
     for w in warn:
         err_console.print(f"warning: {w}")
+    if not events:  # nothing to show is not an empty sweep: the journal was lost or the run never began
+        raise UserError(f"{dir}: {JOURNAL} holds no event; restore it from a backup, or `mixsweep run` a new sweep in another --dir")
     summary = state.summary()
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -188,8 +190,11 @@ def report(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
     from orchestrator.report import write_report
     from orchestrator.storage import SweepStore
 
+    from orchestrator.export import refresh_exports
+
     local = _local(dir)
     paths = write_report(local)
+    refresh_exports(local, log=lambda m: err_console.print(m, highlight=False, soft_wrap=True))  # exports behind the journal
     SweepStore(dir).push(force=True)
     for name, p in paths.items():
         console.print(f"{name}: {p}")

@@ -37,7 +37,7 @@ import yaml
 
 from orchestrator import __version__
 from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop
-from orchestrator.journal import Journal, read_events
+from orchestrator.journal import Journal, load, read_events
 from orchestrator.lock import SweepLock
 from orchestrator.metrics import SweepMetrics
 from orchestrator.mixture import Mixture
@@ -47,7 +47,9 @@ from orchestrator.state import SweepState
 from orchestrator.storage import SweepStore
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, trial_dir, write_json_atomic
 from orchestrator.strategies import Recommendation, build_strategy
-from orchestrator.resume import check_resumable, retell, tell_artifacts
+from orchestrator.export import refresh_exports
+from orchestrator.resume import (adoptable_results, adopted_completion, check_not_orphaned, check_resumable, retell,
+                                 tell_artifacts)
 from orchestrator.trial import Placement, TrialResult, TrialStatus, message_from_json, trial_id
 from workers.model import preset_json
 
@@ -161,6 +163,10 @@ class Controller:
         where = self.store.location
         if self.store.exists(JOURNAL):
             raise SweepDirExists(f"sweep directory {where} already holds a sweep; `mixsweep resume {where}` continues it, or pass another --dir")
+        results = self.store.results()
+        if results:  # a sweep whose journal was lost: starting over would overwrite its results
+            raise SweepDirExists(f"sweep directory {where} holds {len(results)} finished trial result(s) but no {JOURNAL}; "
+                                 f"restore {JOURNAL} from a backup, or pass another --dir")
         data_ref, vocab = self._prepare_data()  # data errors end here, before anything is written
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
@@ -172,22 +178,44 @@ class Controller:
         return self._drive(data_ref, vocab, "sweep_started", {})
 
     def resume(self) -> Recommendation | None:
-        """Continue a stopped sweep: replay, re-tell, re-queue what was running, and go on."""
+        """Continue a stopped sweep: replay, adopt results the journal missed, re-tell, re-queue what was
+        running, and go on."""
         self.store.pull()
+        where = self.store.location
         if not (self.dir / JOURNAL).exists():
-            raise SweepDirExists(f"{self.store.location} holds no sweep to resume (no {JOURNAL}); `mixsweep run` starts one")
+            check_not_orphaned(self.dir, [], where)
+            raise SweepDirExists(f"{where} holds no sweep to resume (no {JOURNAL}); `mixsweep run` starts one")
+        check_not_orphaned(self.dir, list(read_events(self.dir / JOURNAL, [])), where)  # checked, before the lock
         frozen = yaml.safe_load((self.dir / SPEC).read_text())
         changes = check_resumable(frozen, self.spec.model_dump(mode="json"))
         data_ref, vocab = self._prepare_data()
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
-        self.journal = Journal(self.dir / JOURNAL, repair=True, log=self.log)
-        events = list(read_events(self.dir / JOURNAL))
-        for e in events:
-            self.state.apply(e)
+        try:
+            self.journal = Journal(self.dir / JOURNAL, repair=True, log=self.log)
+            events, self.state = load(self.dir / JOURNAL)
+            events += self._adopt_results()
+        except BaseException:  # a journal or result that cannot be resumed: let go, so a fixed dir resumes
+            if hasattr(self, "journal"):
+                self.journal.close()
+            self.lock.release()
+            raise
         self._seed_strategy()  # in the same order as the first run: seed runs, then the journal's outcomes
-        retell(self.strategy, events, self.state)
-        return self._drive(data_ref, vocab, "sweep_resumed", {"changes": {k: list(v) for k, v in changes.items()}})
+        retell(self.strategy, events, self.state)  # adopted results too, in journal order
+        rec = self._drive(data_ref, vocab, "sweep_resumed", {"changes": {k: list(v) for k, v in changes.items()}})
+        refresh_exports(self.dir, log=self.log)  # exports made before the resume would describe an older sweep
+        return rec
+
+    def _adopt_results(self) -> list[dict]:
+        """Journal the completion of every trial whose result.json was written but whose `trial_completed`
+        was not (a crash between the two): it is finished, never trained again. Returns the events."""
+        adopted = []
+        for t, body in list(adoptable_results(self.dir, self.state, self.objective.coefficients)):
+            record = self.journal.append("trial_completed", **adopted_completion(body, self.objective))
+            self.state.apply(record)
+            adopted.append(record)
+            self.log(f"resume: adopted the result of {t.id} (written before a crash, never journaled)")
+        return adopted
 
     # -------------------------------------------------------------------------------------- loop
 
@@ -448,6 +476,7 @@ class Controller:
         body = {"trial": run.trial, "mixture": run.mixture.as_dict(), **result.to_json()}
         body.pop("kind")
         write_json_atomic(trial_dir(self.dir, run.trial) / "result.json", body)
+        _fault_point(self._kill_after, "result_written")  # crash tests: a result the journal has not seen
         # What the trial wrote or learnt for the strategy (expert log-probabilities, DoReMi's reference
         # weights and averaged weights): journaled, so resume tells it again (resume.tell_artifacts).
         artifacts = {k: result.info[k] for k in ("token_logprobs", "final_weights", "online") if k in result.info}
@@ -497,12 +526,22 @@ def _weight_distance(a: dict[str, float], b: dict[str, float]) -> float:
 
 def _fault_hook() -> list | None:
     """Fault injection for crash tests: MIXSWEEP_FAULT_KILL_AFTER=<event>:<n> SIGKILLs the controller
-    right after journaling its n-th <event> (e.g. trial_completed:2, between a result and the next ask)."""
+    right after journaling its n-th <event> (e.g. trial_completed:2, between a result and the next ask).
+    Besides journal events, `result_written` kills it after a trial's result.json is written and before
+    its `trial_completed` is journaled (the window resume closes by adopting the result)."""
     spec = os.environ.get("MIXSWEEP_FAULT_KILL_AFTER")
     if not spec:
         return None
     event, _, n = spec.partition(":")
     return [event, int(n or 1)]
+
+
+def _fault_point(hook: list | None, point: str) -> None:
+    """Count down the fault hook at a point that is not a journal event; SIGKILL at zero."""
+    if hook and hook[0] == point:
+        hook[1] -= 1
+        if hook[1] == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _reason(err: BaseException) -> str:

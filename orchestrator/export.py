@@ -10,6 +10,14 @@ Formats (each parses back to the same weights; tests/unit/test_export.py checks 
 
 The recommendation is the journal's `recommended` event, or the best completed trial of a sweep that
 stopped before recommending (as `mixsweep report` does). Bad input raises `ExportError` (one line).
+
+Names come from the journal, which anyone can edit: `replay` checks them against the frozen spec, and
+every format writes them through a serializer (json.dumps, yaml.safe_dump, repr, pandas' CSV quoting),
+never pasted into text, so a name can never become code or a second line.
+
+Every export records the journal seq it was made from (`journal_seq`); exports in `report/` are listed
+in `report/exports.json` and re-made by `refresh_exports` (after `resume`, and by `mixsweep report`)
+when the journal has moved on, so a mixture exported before a resume never outlives it unnoticed.
 """
 
 from __future__ import annotations
@@ -20,15 +28,16 @@ from typing import Any, Mapping
 
 import yaml
 
-from orchestrator.journal import replay
+from orchestrator.journal import last_seq, load
 from orchestrator.runs import runs_frame, write_frame
 from orchestrator.state import SweepState
-from orchestrator.sweepdir import JOURNAL, REPORT
+from orchestrator.sweepdir import JOURNAL, REPORT, write_json_atomic
 
 FORMATS = ("json", "yaml", "megatron", "hf", "runs")
 DEFAULT_FILES = {"json": "mixture.json", "yaml": "mixture.yaml", "megatron": "megatron_blend.txt",
                  "hf": "interleave.py", "runs": "runs.csv"}
 _GLOB = set("*?[")
+MANIFEST = "exports.json"  # report/exports.json: file -> {format, paths, journal_seq}
 
 
 class ExportError(ValueError):
@@ -66,12 +75,12 @@ def spec_paths(spec: Any) -> dict[str, str]:
     return out
 
 
-def render_json(rec: Mapping[str, Any], sweep: str) -> str:
-    return json.dumps(_document(rec, sweep), indent=2) + "\n"
+def render_json(rec: Mapping[str, Any], sweep: str, journal_seq: int | None = None) -> str:
+    return json.dumps(_document(rec, sweep, journal_seq), indent=2) + "\n"
 
 
-def render_yaml(rec: Mapping[str, Any], sweep: str) -> str:
-    return yaml.safe_dump(_document(rec, sweep), sort_keys=False)
+def render_yaml(rec: Mapping[str, Any], sweep: str, journal_seq: int | None = None) -> str:
+    return yaml.safe_dump(_document(rec, sweep, journal_seq), sort_keys=False)
 
 
 def render_megatron(mixture: Mapping[str, float], paths: Mapping[str, str]) -> str:
@@ -94,22 +103,28 @@ def parse_megatron(text: str) -> list[tuple[float, str]]:
     return [(float(parts[i]), parts[i + 1]) for i in range(0, len(parts), 2)]
 
 
-def render_hf(mixture: Mapping[str, float], sweep: str, stopping_strategy: str = "all_exhausted") -> str:
+def render_hf(mixture: Mapping[str, float], sweep: str, stopping_strategy: str = "all_exhausted",
+              journal_seq: int | None = None) -> str:
+    """A Python module for datasets.interleave_datasets. Every name is a Python literal made by repr()
+    in an assignment; the docstring holds no name, so no name can end it and become code."""
     domains = [d for d, w in mixture.items() if w > 0]
     dropped = [d for d, w in mixture.items() if w <= 0]
-    return f'''"""Recommended data mixture of mixsweep sweep {sweep!r}, for datasets.interleave_datasets.
+    return f'''"""Recommended data mixture of a mixsweep sweep (SWEEP), for datasets.interleave_datasets.
 
-Domain order: {", ".join(domains)}.{f" Left out (weight 0): {', '.join(dropped)}." if dropped else ""}
+Domain order: DOMAINS. Domains of weight 0 are left out (LEFT_OUT): `all_exhausted` would wait on them.
 Pass one Dataset (or IterableDataset) per domain, as {{domain: dataset}} or a list in DOMAINS order.
 """
 
 from datasets import interleave_datasets
 
-DOMAINS = {json.dumps(domains)}
-PROBABILITIES = {json.dumps([float(mixture[d]) for d in domains])}
+SWEEP = {str(sweep)!r}
+JOURNAL_SEQ = {journal_seq!r}
+DOMAINS = {[str(d) for d in domains]!r}
+LEFT_OUT = {[str(d) for d in dropped]!r}
+PROBABILITIES = {[float(mixture[d]) for d in domains]!r}
 
 
-def interleave(datasets, seed=0, stopping_strategy={stopping_strategy!r}):
+def interleave(datasets, seed=0, stopping_strategy={str(stopping_strategy)!r}):
     if isinstance(datasets, dict):
         datasets = [datasets[d] for d in DOMAINS]
     return interleave_datasets(datasets, probabilities=PROBABILITIES, seed=seed, stopping_strategy=stopping_strategy)
@@ -140,33 +155,95 @@ def export(sweep_dir: str | Path, fmt: str, out: str | Path | None = None, paths
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
     d = Path(sweep_dir)
-    state = replay(d / JOURNAL)
     target = Path(out) if out else d / REPORT / DEFAULT_FILES[fmt]
+    resolved = None
+    if fmt == "megatron":
+        resolved = {**(spec_paths(spec) if spec is not None else {}), **parse_paths(paths)}
+    return _write(d, fmt, target, resolved)
+
+
+def _write(d: Path, fmt: str, target: Path, paths: dict[str, str] | None) -> Path:
+    """Render `fmt` from the journal of sweep dir `d` into `target` (temp file, then rename) and, for a
+    target inside report/, record it in the manifest with the journal seq it was made from."""
+    events, state = load(d / JOURNAL)
+    seq = last_seq(events)
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "runs":
         write_frame(runs_table(state), target)
-        return target
-    rec = recommendation(state)
-    if fmt == "json":
-        text = render_json(rec, state.name)
-    elif fmt == "yaml":
-        text = render_yaml(rec, state.name)
-    elif fmt == "hf":
-        text = render_hf(rec["mixture"], state.name)
     else:
-        given = parse_paths(paths)
-        unknown = sorted(set(given) - set(rec["mixture"]))
-        if unknown:
-            raise ExportError(f"--paths names unknown domain(s) {unknown}; use one of {list(rec['mixture'])}")
-        text = render_megatron(rec["mixture"], {**(spec_paths(spec) if spec is not None else {}), **given})
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+        _replace(target, _render(fmt, recommendation(state), state.name, seq, paths))
+    _record_export(d, target, fmt, paths, seq)
     return target
 
 
-def _document(rec: Mapping[str, Any], sweep: str) -> dict[str, Any]:
-    mixture = {d: float(w) for d, w in rec["mixture"].items()}
-    return {"sweep": sweep, "domains": list(mixture), "mixture": mixture,
+def _render(fmt: str, rec: dict[str, Any], sweep: str, seq: int, paths: dict[str, str] | None) -> str:
+    if fmt == "json":
+        return render_json(rec, sweep, seq)
+    if fmt == "yaml":
+        return render_yaml(rec, sweep, seq)
+    if fmt == "hf":
+        return render_hf(rec["mixture"], sweep, journal_seq=seq)
+    unknown = sorted(set(paths or {}) - set(rec["mixture"]))
+    if unknown:
+        raise ExportError(f"--paths names unknown domain(s) {unknown}; use one of {list(rec['mixture'])}")
+    return render_megatron(rec["mixture"], paths or {})
+
+
+def _replace(target: Path, text: str) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+
+
+def _record_export(d: Path, target: Path, fmt: str, paths: dict[str, str] | None, seq: int) -> None:
+    """List an export written inside report/ (only there: refreshing never writes outside the sweep)."""
+    report = (d / REPORT).resolve()
+    if target.resolve().parent != report:
+        return
+    manifest = _manifest(d)
+    manifest[target.name] = {"format": fmt, "paths": paths, "journal_seq": seq}
+    write_json_atomic(report / MANIFEST, manifest)
+
+
+def _manifest(d: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((d / REPORT / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def refresh_exports(sweep_dir: str | Path, log=print) -> list[str]:
+    """Re-make every export in report/ whose journal seq is behind the journal's (after a resume); one
+    that can no longer be made is removed (and said so). Returns the files re-made or removed."""
+    d = Path(sweep_dir)
+    manifest = _manifest(d)
+    if not manifest:
+        return []
+    seq = last_seq(load(d / JOURNAL)[0])
+    touched = []
+    for name, entry in manifest.items():
+        if not isinstance(entry, dict) or entry.get("journal_seq") == seq or entry.get("format") not in FORMATS:
+            continue
+        target = d / REPORT / Path(str(name)).name  # a manifest entry names a file in report/, nothing else
+        try:
+            _write(d, entry["format"], target, entry.get("paths"))
+        except ExportError as err:
+            target.unlink(missing_ok=True)
+            log(f"export: removed {target} made before the journal moved on, and it cannot be made again: {err}")
+            _forget(d, target.name)
+        touched.append(str(target))
+    return touched
+
+
+def _forget(d: Path, name: str) -> None:
+    manifest = _manifest(d)
+    manifest.pop(name, None)
+    write_json_atomic(d / REPORT / MANIFEST, manifest)
+
+
+def _document(rec: Mapping[str, Any], sweep: str, journal_seq: int | None = None) -> dict[str, Any]:
+    mixture = {str(d): float(w) for d, w in rec["mixture"].items()}
+    return {"sweep": str(sweep), "journal_seq": journal_seq, "domains": list(mixture), "mixture": mixture,
             "objective": rec.get("objective"), "source": rec.get("source"), "trials_used": rec.get("trials_used"),
             "predicted_losses": rec.get("predicted_losses") or {}, "notes": list(rec.get("notes") or [])}

@@ -1,4 +1,5 @@
-"""What resuming a sweep needs that a fresh one does not: spec compatibility and strategy rebuild.
+"""What resuming a sweep needs that a fresh one does not: spec compatibility, strategy rebuild, and
+adopting results that finished but were never journaled.
 
 Both are pure functions of the sweep directory's files, so `mixsweep resume` on another machine
 (a restarted head) reaches the same decisions.
@@ -6,11 +7,17 @@ Both are pure functions of the sweep directory's files, so `mixsweep resume` on 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
+from orchestrator.journal import JournalError
 from orchestrator.mixture import Mixture
 from orchestrator.state import SweepState, TrialRecord
 from orchestrator.strategies import Strategy
+from orchestrator.sweepdir import JOURNAL, result_files, trial_dir
+from orchestrator.trial import TrialStatus
 
 # Changes a resumed sweep accepts: more budget, different concurrency or fault tolerance.
 # `budget.weight_precision` only decides which later proposals count as repeats; the repeats already
@@ -20,6 +27,10 @@ SAFE_CHANGES = {"budget.concurrency", "budget.max_attempts", "budget.trial_timeo
 
 class SpecChanged(ValueError):
     """The spec given to resume differs from the one the sweep ran with in an unsafe way."""
+
+
+class ResultConflict(JournalError):
+    """A trial's result.json on disk disagrees with the journal, or results exist without a journal."""
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -106,3 +117,75 @@ def tell_artifacts(strategy: Strategy, mixture: Mixture, artifacts: dict[str, st
         strategy.tell_expert(mixture, read_arrays(location), source=location)
     if artifacts and hasattr(strategy, "tell_artifacts"):  # e.g. DoReMi: reference weights, averaged weights
         strategy.tell_artifacts(mixture, artifacts)
+
+
+# ------------------------------------------------------------------------------ adopting results
+
+# The controller writes trials/<id>/result.json, then journals `trial_completed`. A crash between the
+# two leaves a finished trial the journal still shows running: resume adopts the result (journals the
+# completion with `adopted: true` and tells the strategy) rather than training it again and
+# overwriting the file. A result that does not match its journal line is never adopted nor
+# overwritten: resume stops and names it.
+
+
+def check_not_orphaned(sweep_dir: Path, events: list[dict[str, Any]], where: str) -> None:
+    """ResultConflict when finished results sit beside a journal that is missing or holds no event:
+    resuming would train every one of them again and overwrite their results."""
+    results = result_files(sweep_dir)
+    if results and not events:
+        state = "is empty" if (Path(sweep_dir) / JOURNAL).exists() else "is missing"
+        raise ResultConflict(f"{where}: {JOURNAL} {state} but trials/ holds {len(results)} finished result(s); restore "
+                             f"{JOURNAL} from a backup, or move the directory aside and start a new sweep in another --dir")
+
+
+def adoptable_results(sweep_dir: Path, state: SweepState, needed: Iterable[str]) -> Iterator[tuple[TrialRecord, dict[str, Any]]]:
+    """(trial, result.json) for every trial the journal shows proposed or running whose result is on
+    disk; `needed` are the domains the objective reads. ResultConflict naming a result that is not this
+    trial's (another id or mixture, losses missing or not finite, not JSON)."""
+    needed = list(needed)
+    for t in [*state.trials.values(), *state.ladder.values()]:
+        path = trial_dir(sweep_dir, t.id) / "result.json"
+        if t.status.is_final or not path.is_file():
+            continue
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            body, problem = None, f"not JSON ({type(err).__name__})"
+        else:
+            problem = result_problem(body, t, needed)
+        if problem:
+            raise ResultConflict(f"{path}: {problem}, so it is not trial {t.id}'s result as journaled; "
+                                 "move the file away to train the trial again, or restore the journal it belongs to")
+        yield t, body
+
+
+def result_problem(body: Any, t: TrialRecord, needed: list[str]) -> str | None:
+    """Why `body` is not trial t's result, or None."""
+    if not isinstance(body, dict):
+        return "not a result object"
+    if body.get("trial") != t.id:
+        return f"it names trial {str(body.get('trial'))[:40]!r}"
+    mixture = body.get("mixture")
+    if not isinstance(mixture, dict) or set(mixture) != set(t.mixture) or any(
+            not _number(mixture[d]) or abs(mixture[d] - t.mixture[d]) > 1e-9 for d in t.mixture):
+        return f"its mixture {mixture} is not the journal's {t.mixture}"
+    losses = body.get("losses")
+    if not isinstance(losses, dict) or not losses or not all(_number(v) and math.isfinite(v) for v in losses.values()):
+        return f"its losses {losses} are not finite numbers"
+    missing = [d for d in needed if d not in losses]
+    if missing:
+        return f"its losses miss {missing}, which the objective reads"
+    return None
+
+
+def adopted_completion(body: dict[str, Any], objective) -> dict[str, Any]:
+    """The `trial_completed` fields for an adopted result, as Controller._complete journals them."""
+    info = body.get("info") if isinstance(body.get("info"), dict) else {}
+    artifacts = {k: info[k] for k in ("token_logprobs", "final_weights", "online") if k in info}
+    return {"trial": body["trial"], "losses": body["losses"], "loss_stderr": body.get("loss_stderr") or {},
+            "objective": objective(body["losses"]), "tokens": body.get("tokens", 0), "steps": body.get("steps", 0),
+            "wall_s": body.get("wall_s"), "adopted": True, **({"artifacts": artifacts} if artifacts else {})}
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

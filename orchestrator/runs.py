@@ -161,10 +161,13 @@ def read_runs(path: str | Path, tolerance: float = SUM_TOLERANCE) -> RunsTable:
 
 
 def require_runs(table: RunsTable, needed: int, who: str) -> None:
-    """One-line error when a table has fewer runs than `who` (a strategy) needs."""
-    if len(table) < needed:
-        raise RunsTableError(f"the runs table has {len(table)} usable runs; {who} needs at least {needed}; "
-                             "add runs or choose a strategy that needs fewer (e.g. --strategy mixing_law)")
+    """One-line error when a table has fewer distinct mixtures than `who` (a strategy) needs: copies of
+    one run (same weights to 6 decimals, as a journal stores them) say nothing new about the surface."""
+    distinct = len(np.unique(np.round(table.weights, 6), axis=0)) if len(table) else 0
+    if distinct < needed:
+        copies = f" but only {distinct} distinct mixture(s)" if distinct < len(table) else ""
+        raise RunsTableError(f"the runs table has {len(table)} usable runs{copies}; {who} needs at least {needed} distinct; "
+                             "add runs at other mixtures or choose a strategy that needs fewer (e.g. --strategy mixing_law)")
 
 
 def runs_frame(mixtures: Sequence[Mixture], losses: Iterable[dict[str, float]] | None = None) -> pd.DataFrame:

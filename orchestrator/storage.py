@@ -23,10 +23,42 @@ def is_uri(location: str | Path) -> bool:
     return bool(_URI.match(str(location)))
 
 
-def _fs(uri: str):
-    from pyarrow import fs
+class StorageError(ValueError):
+    """A sweep or shard location that cannot be used: unknown scheme, or storage that cannot be reached."""
 
-    return fs.FileSystem.from_uri(uri)
+
+def _fs(uri: str):
+    """(filesystem, path) of a URI; StorageError naming the URI and the fix when pyarrow has no
+    filesystem for its scheme or cannot set one up (e.g. bad credentials or options in the URI)."""
+    from pyarrow import ArrowException, fs
+
+    try:
+        return fs.FileSystem.from_uri(uri)
+    except (ArrowException, OSError, ValueError) as err:
+        scheme = str(uri).split("://", 1)[0]
+        raise StorageError(f"{uri}: cannot use this location ({_first_line(err)}); give a local path or a "
+                           f"file://, s3://, gs:// or hdfs:// URI (scheme {scheme!r})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+class _Reaching:
+    """Turns an OSError from remote storage (network, permissions, missing bucket) into StorageError,
+    one line naming the location; FileNotFoundError passes through (callers treat it as absent)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if err is not None and isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+            raise StorageError(f"{self.location}: storage cannot be reached ({_first_line(err)}); check the URI, "
+                               "the credentials and the network") from None
+        return False
 
 
 class SweepStore:
@@ -52,6 +84,13 @@ class SweepStore:
 
         filesystem, root = _fs(self.location)
         self.local.mkdir(parents=True, exist_ok=True)
+        with _Reaching(self.location):
+            self._pull_files(filesystem, root)
+        return self.local
+
+    def _pull_files(self, filesystem, root: str) -> None:
+        from pyarrow import fs
+
         infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
         for info in infos:
             if info.type != fs.FileType.File:
@@ -62,7 +101,6 @@ class SweepStore:
             with filesystem.open_input_stream(info.path) as src:
                 dest.write_bytes(src.read())
             self._pushed[rel] = (dest.stat().st_size, dest.stat().st_mtime_ns)
-        return self.local
 
     def exists(self, name: str) -> bool:
         if not self.remote:
@@ -70,7 +108,20 @@ class SweepStore:
         from pyarrow import fs
 
         filesystem, root = _fs(self.location)
-        return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type == fs.FileType.File
+        with _Reaching(self.location):
+            return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type == fs.FileType.File
+
+    def results(self) -> list[str]:
+        """`trials/<id>/result.json` of every finished trial, as paths relative to the sweep directory."""
+        if not self.remote:
+            return [p.relative_to(self.local).as_posix() for p in sorted((self.local / "trials").glob("*/result.json"))]
+        from pyarrow import fs
+
+        filesystem, root = _fs(self.location)
+        base = f"{root.rstrip('/')}/trials"
+        infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+        names = [i.path[len(root.rstrip("/")) + 1:] for i in infos if i.type == fs.FileType.File]
+        return sorted(n for n in names if n.count("/") == 2 and n.endswith("/result.json"))
 
     def push(self, force: bool = False) -> int:
         """Upload files changed since the last push, the journal last; returns how many were sent."""
@@ -84,14 +135,18 @@ class SweepStore:
             if self._pushed.get(rel) != stamp:  # the lock too: a head elsewhere must see the heartbeat
                 changed.append((rel, path, stamp))
         changed.sort(key=lambda c: c[0] == "journal.jsonl")  # the journal names results: it goes last
+        with _Reaching(self.location):
+            self._upload(filesystem, root, changed)
+        self._last_push = time.time()
+        return len(changed)
+
+    def _upload(self, filesystem, root: str, changed: list) -> None:
         for rel, path, stamp in changed:
             dest = f"{root.rstrip('/')}/{rel}"
             filesystem.create_dir(dest.rsplit("/", 1)[0], recursive=True)
             with filesystem.open_output_stream(dest) as out:
                 out.write(path.read_bytes())
             self._pushed[rel] = stamp
-        self._last_push = time.time()
-        return len(changed)
 
     def remove(self, name: str) -> None:
         """Delete one file of the remote directory (the lock, when a controller lets go)."""
@@ -110,7 +165,7 @@ def read_bytes(location: str) -> bytes | None:
         return p.read_bytes() if p.exists() else None
     filesystem, path = _fs(location)
     try:
-        with filesystem.open_input_stream(path) as src:
+        with _Reaching(location), filesystem.open_input_stream(path) as src:
             return src.read()
     except FileNotFoundError:
         return None
@@ -126,9 +181,10 @@ def write_bytes(location: str, data: bytes) -> None:
         tmp.replace(p)
         return
     filesystem, path = _fs(location)
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with filesystem.open_output_stream(path) as out:  # object stores make a whole object visible at close
-        out.write(data)
+    with _Reaching(location):
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with filesystem.open_output_stream(path) as out:  # object stores make a whole object visible at close
+            out.write(data)
 
 
 def write_arrays(location: str, arrays: dict) -> None:

@@ -123,3 +123,44 @@ def test_resume_refuses_a_changed_spec_and_accepts_a_larger_budget(tmp_path):
     resumed = [e for e in _events(sweep) if e["event"] == "sweep_resumed"]
     assert resumed[0]["changes"] == {"budget.trials": [BUDGET, BUDGET + 2]}
     assert len(_completed(_events(sweep))) == BUDGET + 2
+
+
+@pytest.mark.slow
+def test_a_result_written_but_not_journaled_is_adopted_never_trained_again(tmp_path):
+    # SIGKILL after the 2nd trial's result.json is written, before its `trial_completed` is journaled.
+    spec, sweep = _spec(tmp_path), tmp_path / "sweep"
+    _run_until(spec, sweep, None, _env(MIXSWEEP_FAULT_KILL_AFTER="result_written:2"))
+    before = _events(sweep)
+    journaled = {e["trial"] for e in _completed(before)}
+    orphans = {p.parent.name: p.read_bytes() for p in (sweep / "trials").glob("*/result.json") if p.parent.name not in journaled}
+    assert len(orphans) == 1, "the kill point leaves exactly one result the journal has not seen"
+    (orphan, blob), = orphans.items()
+
+    out = run_cli(["resume", str(sweep), "--quiet"], env=_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = _events(sweep)
+    assert [e["attempt"] for e in after if e["event"] == "trial_started" and e["trial"] == orphan] == [1], "re-trained"
+    done = [e for e in _completed(after) if e["trial"] == orphan]
+    assert len(done) == 1 and done[0]["adopted"] is True
+    assert (sweep / "trials" / orphan / "result.json").read_bytes() == blob
+    resumed = next(e["seq"] for e in after if e["event"] == "sweep_resumed")
+    assert done[0]["seq"] < resumed  # adopted (and told to the strategy) before anything new was asked
+    status = json.loads(run_cli(["status", str(sweep), "--json"]).stdout)
+    assert status["completed"] == BUDGET and status["finished"]
+
+
+@pytest.mark.slow
+def test_results_beside_an_empty_or_missing_journal_are_never_trained_again(tmp_path):
+    spec, sweep = _spec(tmp_path), tmp_path / "sweep"
+    _run_until(spec, sweep, lambda ev: len(_completed(ev)) >= 2, _env())
+    results = {p: p.read_bytes() for p in (sweep / "trials").glob("*/result.json")}
+    assert len(results) >= 2
+    (sweep / "controller.lock").unlink(missing_ok=True)
+    (sweep / "journal.jsonl").write_bytes(b"")
+    out = run_cli(["resume", str(sweep), "--quiet"], env=_env())
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and len(errors) == 1 and "journal.jsonl is empty but trials/ holds" in errors[0], out.stderr[-2000:]
+    (sweep / "journal.jsonl").unlink()
+    out = run_cli(["run", str(spec), "--dir", str(sweep), "--quiet"], env=_env())
+    assert out.returncode == 2 and "finished trial result(s) but no journal.jsonl" in out.stderr, out.stderr[-2000:]
+    assert {p: p.read_bytes() for p in (sweep / "trials").glob("*/result.json")} == results

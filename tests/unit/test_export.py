@@ -16,9 +16,9 @@ DOMAINS = ("web", "code", "math")
 # Weights that do not print short (thirds, sevenths) and one zero: the round trip must be exact.
 RECOMMENDED = {"web": 4 / 7, "code": 3 / 7 - 1 / 3, "math": 1 / 3}
 TRIALS = [
-    ("t1", {"web": 1 / 3, "code": 1 / 3, "math": 1 / 3}, {"web": 2.5, "code": 2.1, "math": 2.3}),
-    ("t2", {"web": 0.6, "code": 0.1, "math": 0.3}, {"web": 2.3, "code": 2.4, "math": 2.35}),
-    ("t3", {"web": 1.0, "code": 0.0, "math": 0.0}, {"web": 2.1, "code": 3.0, "math": 2.9}),
+    ("t000000000001", {"web": 1 / 3, "code": 1 / 3, "math": 1 / 3}, {"web": 2.5, "code": 2.1, "math": 2.3}),
+    ("t000000000002", {"web": 0.6, "code": 0.1, "math": 0.3}, {"web": 2.3, "code": 2.4, "math": 2.35}),
+    ("t000000000003", {"web": 1.0, "code": 0.0, "math": 0.0}, {"web": 2.1, "code": 3.0, "math": 2.9}),
 ]
 
 
@@ -37,8 +37,8 @@ def _sweep(tmp_path, recommended=True, completed=True):
             j.append("trial_started", trial=tid, attempt=1)
             if completed:
                 j.append("trial_completed", trial=tid, losses=losses, objective=sum(losses.values()) / 3, wall_s=1.5)
-        j.append("trial_proposed", trial="t4", mixture={"web": 0.2, "code": 0.2, "math": 0.6})
-        j.append("trial_failed", trial="t4", reason="diverged")
+        j.append("trial_proposed", trial="t000000000004", mixture={"web": 0.2, "code": 0.2, "math": 0.6})
+        j.append("trial_failed", trial="t000000000004", reason="diverged")
         if recommended:
             j.append("recommended", mixture=RECOMMENDED, predicted_losses={"web": 2.2, "code": 2.3, "math": 2.25},
                      objective=2.25, source="model", trials_used=3, notes=[])
@@ -61,10 +61,9 @@ def test_every_format_parses_back_to_the_recommended_weights(tmp_path):
 
     # Hugging Face: the snippet parses, states the domain order, and runs interleave_datasets.
     source = export(d, "hf").read_text()
-    assert "Domain order: web, code, math." in source
     names = {t.id: ast.literal_eval(v) for node in ast.parse(source).body if isinstance(node, ast.Assign)
              for t, v in [(node.targets[0], node.value)]}
-    assert dict(zip(names["DOMAINS"], names["PROBABILITIES"])) == RECOMMENDED
+    assert dict(zip(names["DOMAINS"], names["PROBABILITIES"])) == RECOMMENDED and names["DOMAINS"] == list(DOMAINS)
     from datasets import Dataset
 
     namespace: dict = {}
@@ -77,7 +76,7 @@ def test_every_format_parses_back_to_the_recommended_weights(tmp_path):
     assert len(table) == 3 and table.domains == DOMAINS  # completed trials only; the failed one has no losses
     for (tid, mixture, losses), w, row in zip(TRIALS, table.weights, table.loss_dicts()):
         assert dict(zip(DOMAINS, w.tolist())) == pytest.approx(mixture, abs=1e-12) and row == losses
-    assert table.extra["trial"].tolist() == ["t1", "t2", "t3"]
+    assert table.extra["trial"].tolist() == ["t000000000001", "t000000000002", "t000000000003"]
 
 
 def test_zero_weight_domains_are_left_out_of_the_hf_snippet(tmp_path):
@@ -87,7 +86,7 @@ def test_zero_weight_domains_are_left_out_of_the_hf_snippet(tmp_path):
     namespace: dict = {}
     exec(compile(source, "interleave.py", "exec"), namespace)
     assert namespace["DOMAINS"] == ["web", "math"] and namespace["PROBABILITIES"] == [0.7, 0.3]
-    assert "Left out (weight 0): code." in source
+    assert namespace["LEFT_OUT"] == ["code"]
 
 
 def test_a_sweep_stopped_before_recommending_exports_its_best_trial(tmp_path):
