@@ -69,3 +69,25 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 240):
         out, err = proc.communicate()
         raise AssertionError(f"mixsweep {' '.join(args)} did not finish in {timeout} s:\n{err[-3000:]}") from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# A tiny runs table for the replay trainer and `mixsweep bench`: 3 training domains, 2 loss domains.
+REPLAY_NOISE = 0.03
+
+
+def replay_truth(W: np.ndarray) -> np.ndarray:
+    """Two loss domains that each gain from their own data, with a trade-off between them."""
+    return np.stack([3.0 - 0.8 * np.sqrt(W[:, 0]) + 0.2 * W[:, 2], 2.5 - 0.6 * np.sqrt(W[:, 1]) + 0.1 * W[:, 0]], axis=1)
+
+
+def make_runs_table(path, n: int = 60, seed: int = 0):
+    """Write the table (weights of a, b, c; losses x, y with noise REPLAY_NOISE) to `path`; returns (W, L)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    W = rng.dirichlet(np.ones(3), n)
+    L = replay_truth(W) + rng.normal(0.0, REPLAY_NOISE, (n, 2))
+    frame = pd.DataFrame({**{f"weight.{d}": W[:, i] for i, d in enumerate("abc")},
+                          "loss.x": L[:, 0], "loss.y": L[:, 1]})
+    frame.to_csv(path, index=False)
+    return W, L

@@ -62,8 +62,10 @@ class ReplayModel:
         Z = np.sqrt(np.clip(np.atleast_2d(np.asarray(W, dtype=float)), 0.0, None))
         out = np.empty((len(Z), len(self.loss_domains)))
         for j in range(len(self.loss_domains)):
-            diff = (Z[:, None, :] - self.Z[None, :, :]) / self.lengthscale[j]
-            r = np.sqrt(np.einsum("abk,abk->ab", diff, diff))
+            # Scaled squared distances as |a|^2 + |b|^2 - 2ab: one matrix product, no (n, runs, k) array.
+            a, b = Z / self.lengthscale[j], self.Z / self.lengthscale[j]
+            r2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+            r = np.sqrt(np.clip(r2, 0.0, None))
             K = self.outputscale[j] * (1.0 + SQRT5 * r + 5.0 / 3.0 * r**2) * np.exp(-SQRT5 * r)
             out[:, j] = (self.constant[j] + K @ self.alpha[j]) * self.y_std[j] + self.y_mean[j]
         return out
