@@ -33,17 +33,19 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from orchestrator.bench import BenchError
     from orchestrator.controller import SweepDirExists
     from orchestrator.export import ExportError
     from orchestrator.ladder import LadderError
     from orchestrator.lock import SweepLocked
     from orchestrator.resume import SpecChanged
     from orchestrator.runs import RunsTableError
+    from orchestrator.storage import StorageError
     from orchestrator.submit import SubmitError
     from workers.corpus import CorpusError
     from workers.data import DataError
 
-    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError, LadderError, ExportError)
+    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError, LadderError, ExportError, BenchError)
 
 
 @app.command()
@@ -256,6 +258,15 @@ def _register_recommend() -> None:
 
 
 _register_recommend()
+
+
+def _register_bench() -> None:
+    from orchestrator.bench import bench_command
+
+    app.command("bench", help="Replay a runs table as a benchmark of strategies: real sweeps, regret against the table's simulator.")(bench_command)
+
+
+_register_bench()
 
 
 def recommendation_table(rec: dict, objective_kind: str) -> Table:
