@@ -45,7 +45,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from workers.corpus import CorpusError
     from workers.data import DataError
 
-    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError, LadderError, ExportError, BenchError)
+    return (SpecError, JournalError, UserError, DataError, CorpusError, SweepDirExists, SweepLocked, SpecChanged, SubmitError, RunsTableError, LadderError, ExportError, BenchError,
+            StorageError)
 
 
 @app.command()

@@ -23,7 +23,7 @@ def is_uri(location: str | Path) -> bool:
     return bool(_URI.match(str(location)))
 
 
-class StorageError(ValueError):
+class StorageError(OSError):
     """A sweep or shard location that cannot be used: unknown scheme, or storage that cannot be reached."""
 
 
