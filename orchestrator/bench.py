@@ -260,7 +260,7 @@ def run_bench(runs: Path, strategies: list[str], objective_text: str, budget: in
     jobs = [(strategy, seed) for strategy in strategies for seed in range(seeds)]
     # Sweeps are independent: `parallel` controllers run at once as Ray tasks (each single-threaded in
     # its asks), the rest queue. Each task asks for only a share of a CPU, so its trial actors still fit.
-    sweep = ray.remote(num_cpus=SWEEP_TASK_CPUS, max_retries=0)(_sweep_task)
+    sweep = ray.remote(num_cpus=SWEEP_TASK_CPUS, max_retries=0)(sweep_task)
     pending, scores = {}, []
     for strategy, seed in jobs:
         sweep_dir = (out / "sweeps" / f"{strategy}-s{seed}").resolve()
@@ -272,7 +272,8 @@ def run_bench(runs: Path, strategies: list[str], objective_text: str, budget: in
     return prob, sorted(scores, key=lambda s: jobs.index((s.strategy, s.seed)))
 
 
-def _sweep_task(spec_json: dict, sweep_dir: str) -> None:
+def sweep_task(spec_json: dict, sweep_dir: str) -> None:
+    """One sweep, as the body of a Ray task (the spec as JSON: plain data crosses processes)."""
     run_sweep(parse_spec(spec_json), Path(sweep_dir), log=lambda m: None)
 
 

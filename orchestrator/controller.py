@@ -23,6 +23,7 @@ Design:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import ray
 import yaml
 
 from orchestrator import __version__
-from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop
+from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop, sweep_namespace
 from orchestrator.journal import Journal, load, read_events
 from orchestrator.lock import SweepLock
 from orchestrator.metrics import SweepMetrics
@@ -65,6 +66,41 @@ class Running:
 
 class SweepDirExists(RuntimeError):
     pass
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the controller. The trials in flight were stopped, the interruption was
+    journaled (`sweep_interrupted`), and `mixsweep resume` continues; the message says so in one line."""
+
+
+class ProposalOutOfSpace(RuntimeError):
+    """A strategy proposed a mixture outside its own space (floor, bounds, data caps): a bug, never journaled."""
+
+
+@contextlib.contextmanager
+def _signals_interrupt(where: str):
+    """SIGINT and SIGTERM raise SweepInterrupted in the loop, so that `_drive` journals the interruption and
+    its `finally` stops the trials and lets go of the lock. Ray's own SIGTERM handler (installed by
+    ray.init) would kill its processes and exit(1) with nothing journaled. Later signals are ignored
+    while the controller cleans up; the previous handlers come back afterwards."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+
+    def interrupt(signum, frame):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise SweepInterrupted(f"interrupted by {signal.Signals(signum).name}; finished trials are kept, "
+                               f"`mixsweep resume {where}` continues")
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class Controller:
@@ -226,6 +262,10 @@ class Controller:
         self._data_ref, self._bound = data_ref, self._max_loss(vocab)
         self.metrics = SweepMetrics(self.spec.name)
         self._payload_base = self._payload_template(vocab)
+        with _signals_interrupt(self.store.location):
+            return self._loop(opening, extra)
+
+    def _loop(self, opening: str, extra: dict) -> Recommendation | None:
         try:
             self._record(opening, name=self.spec.name, domains=list(self.domains), budget=self.spec.budget.trials,
                          concurrency=self.spec.budget.concurrency, objective=self.objective.description,
@@ -260,6 +300,10 @@ class Controller:
                 LadderStage(self).run(self.spec.ladder.presets, self.spec.ladder.top_k, self.spec.ladder.baselines)
             self._record("sweep_finished", completed=len(self.state.completed), reused=self.state.reused)
             return rec
+        except KeyboardInterrupt as err:  # SIGINT/SIGTERM (SweepInterrupted) or a plain Ctrl-C
+            self._record("sweep_interrupted", reason=str(err) or "interrupted",
+                         running=sorted(r.trial for r in self.running.values()))
+            raise
         finally:
             self._save_strategy(force=True)
             for r in self.running.values():
@@ -351,11 +395,26 @@ class Controller:
                 self._reuse(known, mixture)
                 repeats += 1
                 continue
+            self._check_in_space(mixture)
             self._record("trial_proposed", trial=tid, mixture=mixture.as_dict(), proposal_s=proposal_s,
                          strategy=self.spec.strategy.kind, options=options)
             self._start(tid, mixture)
             started += 1
         return started, repeats
+
+    def _check_in_space(self, mixture: Mixture) -> None:
+        """Stop, in one line, when a proposal lies outside the strategy's space (its floor and bounds where
+        it has them, and the data caps): a strategy bug must not become a journaled, resumable trial."""
+        bounds = getattr(self.strategy, "bounds", None)
+        caps = self.strategy.caps or {}
+        for i, (d, w) in enumerate(mixture.as_dict().items()):
+            lower = float(bounds.lower[i]) if bounds is not None else 0.0
+            upper = min(float(bounds.upper[i]) if bounds is not None else 1.0, caps.get(d, 1.0))
+            if not lower - 1e-5 <= w <= upper + 1e-5:  # weights are stored to 6 decimals
+                raise ProposalOutOfSpace(f"strategy {self.spec.strategy.kind} proposed {d}={w:.6f}, outside its space "
+                                         f"[{lower:.6f}, {upper:.6f}] (min_weight, bounds, data caps); this is a bug: report it "
+                                         f"with the spec (nothing was journaled; `mixsweep resume {self.store.location}` "
+                                         "with another strategy continues)")
 
     def _already_run(self, tid: str, mixture: Mixture, options: dict[str, Any]):
         """The sweep trial (completed, failed, running or waiting) that this proposal repeats, or None.
@@ -414,7 +473,7 @@ class Controller:
         options = self.state.trials[tid].options
         payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict(), "trial_dir": shared,
                    "options": options if options is not None else self.strategy.trial_options(mixture)}
-        actor, gen = launch(name, payload, self._data_ref, self.where)
+        actor, gen = launch(name, payload, self._data_ref, self.where, sweep_namespace(self.store.location))
         now = time.time()
         self.running[gen] = Running(tid, mixture, actor, now, now + (self._timeout_s or math.inf))
 

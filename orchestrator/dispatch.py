@@ -42,10 +42,21 @@ def placement(resources: ResourcesSpec, cpu_fallback: bool = True) -> Placement:
     return Placement(resources.cpus, resources.gpus)
 
 
-def launch(name: str, payload: dict[str, Any], data_ref: Any, where: Placement):
-    """Start actor `name` (trial-<id>) and its streaming `run`; returns (actor, ObjectRefGenerator)."""
+def sweep_namespace(sweep_location: str) -> str:
+    """The Ray namespace of one sweep's trial actors. Trial ids are content hashes of (mixture, trainer,
+    seed), so two sweeps on one cluster (two users, or `mixsweep bench`'s parallel sweeps) can hold a
+    trial of the same id at once: their actor names must not share a namespace."""
+    from orchestrator.mixture import config_hash
+
+    return f"mixsweep-{config_hash(sweep_location)}"
+
+
+def launch(name: str, payload: dict[str, Any], data_ref: Any, where: Placement, namespace: str | None = None):
+    """Start actor `name` (trial-<id>) in `namespace` (see sweep_namespace) and its streaming `run`;
+    returns (actor, ObjectRefGenerator)."""
     actor = remote_actor_class().options(
         name=name,
+        namespace=namespace,
         num_cpus=where.num_cpus,
         num_gpus=where.num_gpus,
     ).remote()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop
+from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop, sweep_namespace
 from orchestrator.mixture import Mixture
 from orchestrator.optimize import Bounds
 from orchestrator.sweepdir import JOURNAL, trial_dir, write_json_atomic
@@ -182,7 +182,7 @@ class LadderStage:
                 c._record("trial_started", trial=tid, attempt=t.attempts + 1, actor=name)
                 payload = {**base, "trial": tid, "mixture": t.mixture, "trial_dir": str(trial_dir(c.dir, tid).resolve())}
                 trial_dir(c.dir, tid).mkdir(parents=True, exist_ok=True)
-                actor, gen = launch(name, payload, data_ref, c.where)
+                actor, gen = launch(name, payload, data_ref, c.where, sweep_namespace(c.store.location))
                 running[gen] = (tid, actor, time.time() + timeout)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for gen in ready:

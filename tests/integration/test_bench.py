@@ -61,3 +61,20 @@ def test_bench_names_a_bad_flag_in_one_line(tmp_path):
         assert out.returncode == 2, out.stderr
         lines = [l for l in out.stderr.strip().splitlines() if l.startswith("error")]
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
+
+
+def test_two_sweeps_holding_the_same_trial_ids_run_at_once_on_one_cluster(ray_session, tmp_path):
+    """Trial ids hash (mixture, trainer, seed), not the sweep: parallel sweeps of one seed (as the bench
+    runs them) start actors of the same name, which must not collide."""
+    import ray
+
+    from orchestrator.bench import sweep_task
+
+    spec = {"name": "twin", "domains": {"a": {}, "b": {}, "c": {}},
+            "trainer": {"kind": "synthetic", "duration_s": 1.0, "progress_events": 2},
+            "strategy": {"kind": "sobol"}, "budget": {"trials": 3, "concurrency": 3}, "resources": {"cpus": 0.1}}
+    task = ray.remote(num_cpus=0.1, max_retries=0)(sweep_task)
+    dirs = [tmp_path / "one", tmp_path / "two"]
+    ray.get([task.remote(spec, str(d)) for d in dirs])
+    ids = [sorted(e["trial"] for e in read_events(d / "journal.jsonl") if e["event"] == "trial_completed") for d in dirs]
+    assert len(ids[0]) == 3 and ids[0] == ids[1]
