@@ -119,7 +119,8 @@ class SweepStore:
 
         filesystem, root = _fs(self.location)
         base = f"{root.rstrip('/')}/trials"
-        infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+        with _Reaching(self.location):
+            infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
         names = [i.path[len(root.rstrip("/")) + 1:] for i in infos if i.type == fs.FileType.File]
         return sorted(n for n in names if n.count("/") == 2 and n.endswith("/result.json"))
 
