@@ -363,6 +363,8 @@ def run_command(argv: list[str]) -> int:
     argv, debug = _split_debug(argv)
     try:
         result = app(args=argv, prog_name="mixsweep", standalone_mode=False)
+        if result == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt into this code, silently
+            _say("error: interrupted; anything finished is kept in the sweep directory")
         return result if isinstance(result, int) else 0
     except Exit as err:  # --help, typer.Exit(code)
         return err.exit_code
@@ -389,7 +391,20 @@ def run_command(argv: list[str]) -> int:
         _say(f"error: internal error ({type(err).__name__}: {first}); rerun with --debug (or MIXSWEEP_DEBUG=1) "
              "for the traceback, and report it")
         return EXIT_INTERNAL
+    except BaseException as err:  # after Exception: only what is not an Exception gets here
+        if not _interrupted(err):  # SystemExit and the like keep their meaning
+            raise
+        _raise_if(debug)
+        _say(f"error: {err}")
+        return EXIT_INTERRUPTED
     return EXIT_USAGE
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Whether err is the controller's SweepInterrupted (SIGINT/SIGTERM during run or resume). Checked
+    through sys.modules: importing the controller (and Ray) just to name the class would slow every command."""
+    controller = sys.modules.get("orchestrator.controller")
+    return controller is not None and isinstance(err, controller.SweepInterrupted)
 
 
 def _raise_if(debug: bool) -> None:

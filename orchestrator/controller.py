@@ -68,9 +68,11 @@ class SweepDirExists(RuntimeError):
     pass
 
 
-class SweepInterrupted(KeyboardInterrupt):
+class SweepInterrupted(BaseException):
     """SIGINT or SIGTERM stopped the controller. The trials in flight were stopped, the interruption was
-    journaled (`sweep_interrupted`), and `mixsweep resume` continues; the message says so in one line."""
+    journaled (`sweep_interrupted`), and `mixsweep resume` continues; the message says so in one line.
+    A BaseException like KeyboardInterrupt (no `except Exception` swallows it), but not one: typer turns
+    a KeyboardInterrupt into a bare exit code, and this message must reach the CLI's error boundary."""
 
 
 class ProposalOutOfSpace(RuntimeError):
@@ -300,7 +302,7 @@ class Controller:
                 LadderStage(self).run(self.spec.ladder.presets, self.spec.ladder.top_k, self.spec.ladder.baselines)
             self._record("sweep_finished", completed=len(self.state.completed), reused=self.state.reused)
             return rec
-        except KeyboardInterrupt as err:  # SIGINT/SIGTERM (SweepInterrupted) or a plain Ctrl-C
+        except (SweepInterrupted, KeyboardInterrupt) as err:  # SIGINT/SIGTERM, or a Ctrl-C outside the handler
             self._record("sweep_interrupted", reason=str(err) or "interrupted",
                          running=sorted(r.trial for r in self.running.values()))
             raise

@@ -42,6 +42,7 @@ EVENTS = (
     "trial_reused",
     "recommended",
     "sweep_finished",
+    "sweep_interrupted",  # SIGINT/SIGTERM stopped the controller; resume continues (controller._signals_interrupt)
 )
 
 

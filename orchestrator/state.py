@@ -75,6 +75,7 @@ class SweepState:
     spec_digest: str = ""
     finished: bool = False
     resumes: int = 0
+    interruptions: int = 0  # `sweep_interrupted` events: SIGINT/SIGTERM stopped the controller
     reused: int = 0  # repeated proposals answered from an earlier trial (or one in flight) instead of training
     # Of those, the ones that spent a unit of budget: journals written before `budget.weight_precision`,
     # whose `trial_reused` events name no `matched`. Repeats journaled since spend none.
@@ -138,6 +139,8 @@ class SweepState:
             self.recommendation = {k: v for k, v in e.items() if k not in ("seq", "time", "event")}
         elif kind == "sweep_finished":
             self.finished = True
+        elif kind == "sweep_interrupted":  # the trials it names stay RUNNING: resume re-queues them
+            self.interruptions += 1
 
     def trial(self, tid: str) -> TrialRecord:
         """A sweep or ladder trial by id."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from orchestrator.mixture import Mixture
+from orchestrator.optimize import Bounds, project
 from orchestrator.strategies.base import Strategy, StrategyConfig
 from orchestrator.strategies.fixed import OnceStrategy
 
@@ -24,7 +25,9 @@ class SobolConfig(StrategyConfig):
 
 
 class Sobol(Strategy):
-    """Scrambled Sobol points mapped onto the simplex (BoTorch's sample_simplex, qmc=True)."""
+    """Scrambled Sobol points mapped onto the simplex (BoTorch's sample_simplex, qmc=True), then affinely
+    onto {w >= min_weight} and, under data caps, projected into the capped set: every weight stays at or
+    above the floor (the spec refuses floors no mixture can meet)."""
 
     kind = "sobol"
     Config = SobolConfig
@@ -32,6 +35,14 @@ class Sobol(Strategy):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.asked = 0
+        self.bounds = Bounds.of(self.domains, self.config.min_weight)
+
+    def set_caps(self, caps: dict[str, float]) -> None:
+        """Intersect the floor with the data's caps, so the base class's cap projection (floor 0) is never needed."""
+        from orchestrator.strategies.model_based import capped_bounds
+
+        super().set_caps(caps)
+        self.bounds = capped_bounds(self.domains, self.bounds, self.caps, self.config.min_weight)
 
     def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
         from botorch.utils.sampling import sample_simplex
@@ -41,4 +52,7 @@ class Sobol(Strategy):
         new = pts[self.asked :]
         self.asked += n
         floor = self.config.min_weight
-        return [Mixture.from_array(self.domains, floor + (1 - floor * len(self.domains)) * w) for w in new]
+        W = floor + (1 - floor * len(self.domains)) * new  # on the simplex, every weight >= floor
+        if self.caps:
+            W = project(W, self.bounds)
+        return [Mixture.from_array(self.domains, w) for w in W]

@@ -46,6 +46,22 @@ class BoundedConfig(StrategyConfig):
         return self
 
 
+def capped_bounds(domains: tuple[str, ...], bounds: Bounds, caps: dict[str, float], min_weight: float) -> Bounds:
+    """`bounds` with each upper bound lowered to the data's cap; ValueError, one line naming the domain,
+    the fields and the fix, when the caps leave no mixture inside the floor and bounds (the spec's own
+    floor and bounds were checked at validation: spec.mixture_space_problem)."""
+    lower = dict(zip(domains, bounds.lower))
+    upper = {d: min(hi, caps.get(d, 1.0)) for d, hi in zip(domains, bounds.upper)}
+    fix = "raise data.max_epochs, lower proxy.tokens_per_trial, or lower strategy.options min_weight/bounds"
+    for d in domains:
+        if lower[d] > upper[d] + 1e-9:
+            raise ValueError(f"domain {d!r}: its data cap {upper[d]:.3f} (data.max_epochs) is below its floor {lower[d]:.3f} "
+                             f"(strategy.options min_weight/bounds); {fix}")
+    if sum(upper.values()) < 1 - 1e-9:
+        raise ValueError(f"the data caps and strategy.options bounds leave upper bounds summing to {sum(upper.values()):.3f} < 1; {fix}")
+    return Bounds.of(domains, min_weight, {d: (lower[d], upper[d]) for d in domains})
+
+
 class ModelStrategy(Predictive):
     """Base for surrogate strategies; subclasses give `make_surrogate`, `default_initial` and `propose`."""
 
@@ -60,8 +76,7 @@ class ModelStrategy(Predictive):
     def set_caps(self, caps: dict[str, float]) -> None:
         """Intersect the configured bounds with the data's caps: every proposal stays inside both."""
         super().set_caps(caps)
-        per = {d: (lo, min(hi, self.caps.get(d, 1.0))) for d, lo, hi in zip(self.domains, self.bounds.lower, self.bounds.upper)}
-        self.bounds = Bounds.of(self.domains, self.config.min_weight, per)
+        self.bounds = capped_bounds(self.domains, self.bounds, self.caps, self.config.min_weight)
 
     # -- what subclasses provide -------------------------------------------------------------------
     @abc.abstractmethod
