@@ -128,3 +128,18 @@ def test_exports_outside_the_sweep_are_never_refreshed_and_a_manifest_cannot_poi
     assert mine.read_bytes() == blob  # the user's own file, outside the sweep: theirs, untouched
     assert not (tmp_path / "escape.json").exists() and not (tmp_path / "parent" / "escape.json").exists()
     assert (d / "report" / "escape.json").exists()  # the name, taken as a file in report/ only
+
+
+@pytest.mark.parametrize("rows, distinct, ok", [(8, 1, False), (8, 2, False), (3, 3, True), (9, 3, True)])
+def test_copies_of_one_run_do_not_count_towards_a_strategys_minimum(tmp_path, rows, distinct, ok):
+    from orchestrator.runs import RunsTableError, read_runs, require_runs
+
+    mixtures = [{"a": 0.2 + 0.1 * (i % distinct), "b": 0.8 - 0.1 * (i % distinct)} for i in range(rows)]
+    frame = runs_frame([Mixture.from_dict(m, ("a", "b")) for m in mixtures], [{"a": 2.0, "b": 2.1}] * rows)
+    table = read_runs(write_frame(frame, tmp_path / "runs.csv"))
+    if ok:
+        require_runs(table, 3, "strategy x")
+        return
+    with pytest.raises(RunsTableError, match=f"has {rows} usable runs but only {distinct} distinct mixture") as err:
+        require_runs(table, 3, "strategy x")
+    assert "\n" not in str(err.value)
