@@ -138,7 +138,7 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", tolerance: fl
     if not len(frame):
         raise RunsTableError(f"{source}: has a header but no runs; add one row per finished run")
     losses = _numeric(frame, loss_cols, source)
-    negative = np.argwhere(losses < 0)
+    negative = np.argwhere(np.isfinite(losses) & (losses < 0))  # -inf is a diverged run: dropped below
     if len(negative):
         r, c = negative[0]
         raise RunsTableError(f"{source}: row {r + 1} has {loss_cols[c]} = {losses[r, c]}; a loss (nats/token) is >= 0: "
