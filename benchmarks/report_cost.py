@@ -52,7 +52,7 @@ def build_sweep(d: Path, n: int, strategy: str, seed: int = 0) -> None:
             mixture = dict(zip(DOMAINS, map(float, np.round(w, 6))))
             losses = {k: v + float(rng.normal(0, 0.01)) for k, v in synthetic_losses(mixture, OPTIMUM).items()}
             objective = float(np.mean(list(losses.values())))
-            tid = f"t{i:04d}"
+            tid = f"t{i:012x}"
             j.append("trial_proposed", trial=tid, mixture=mixture)
             j.append("trial_started", trial=tid, attempt=1)
             j.append("trial_completed", trial=tid, losses=losses, loss_stderr={k: 0.01 for k in DOMAINS}, objective=objective)

@@ -129,6 +129,10 @@ def test_a_resumed_sweep_does_not_retrain_finished_ladder_trials(moving_sweep, t
     cut = next(i for i, e in enumerate(events) if e["event"] == "trial_completed" and e["trial"] in ladder_ids)
     (d / "journal.jsonl").write_text("".join(lines[:cut + 1]))
     finished_before = {e["trial"] for e in events[:cut + 1] if e["event"] == "trial_completed"}
+    # Ladder results the cut journal no longer knows would be adopted on resume (never re-trained);
+    # remove them so the unfinished ladder trials really are unfinished.
+    for tid in ladder_ids - finished_before:
+        (d / "trials" / tid / "result.json").unlink(missing_ok=True)
     started_before = _started(d)
 
     spec = parse_spec(_spec(True, {"presets": ["debug", "1m"], "top_k": 2, "baselines": ["uniform"]}))

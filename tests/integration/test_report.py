@@ -91,7 +91,7 @@ def _journal(d: Path, trials: list[dict], recommended: dict, caps: dict | None =
         j.append("sweep_started", name="built", domains=["a", "b", "c"], budget=len(trials), concurrency=1,
                  objective="mean of per-domain losses", **({"caps": caps} if caps else {}))
         for i, w in enumerate(trials):
-            tid = f"t{i:03d}"
+            tid = f"t{i:012x}"
             losses = {k: 2.0 + v for k, v in w.items()}
             j.append("trial_proposed", trial=tid, mixture=w)
             j.append("trial_started", trial=tid, attempt=1)
