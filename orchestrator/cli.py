@@ -291,6 +291,8 @@ def _local(dir: str) -> Path:
     local = SweepStore(dir).pull()
     if not (local / JOURNAL).exists():
         raise UserError(f"{dir} is not a sweep directory (no {JOURNAL}); pass the --dir a sweep ran in")
+    if not (local / JOURNAL).read_bytes().strip():  # every reader would fail on it, each its own way
+        raise UserError(f"{dir}: {JOURNAL} is empty (no event); restore it from a backup, or `mixsweep run` a new sweep in another --dir")
     return local
 
 
