@@ -288,7 +288,7 @@ class ObjectiveSpec(_Strict):
 class StrategySpec(_Strict):
     """What to try next. Options are checked by the strategy's own config model."""
 
-    kind: str = Field("bayesopt", description="Strategy kind (docs/strategies.md).")
+    kind: str = Field("gp", description="Strategy kind (docs/strategies.md); the default wins `mixsweep bench` (docs/decisions.md).")
     options: dict[str, Any] = Field(default_factory=dict, description="Strategy-specific options.")
     seed_runs: str | None = Field(None, description="A runs table (CSV/Parquet) of earlier runs told to the strategy before it proposes.")
 

@@ -152,7 +152,7 @@ def test_examples_load() -> None:
 
 def test_defaults_fill_a_minimal_spec() -> None:
     spec = parse_spec({"domains": {"a": {"demo": "books"}, "b": {"path": ["x/*.txt", "y.jsonl"]}}})
-    assert (spec.name, spec.trainer.kind, spec.strategy.kind, spec.objective.kind) == ("sweep", "proxy", "bayesopt", "mean")
+    assert (spec.name, spec.trainer.kind, spec.strategy.kind, spec.objective.kind) == ("sweep", "proxy", "gp", "mean")
     assert (spec.budget.trials, spec.budget.concurrency, spec.proxy.preset) == (16, 2, "debug")
     assert spec.domains["b"].paths() == ["x/*.txt", "y.jsonl"] and spec.domains["a"].paths() == []
 

@@ -142,3 +142,22 @@ def test_spec_accepts_new_strategies_and_checks_their_options():
         parse_spec({**base, "strategy": {"kind": "gp", "options": {"bounds": {"a": [0.5, 0.2]}}}})
     assert {"gp", "regmix", "mixing_law", "bimix", "fixed", "token_prior"} <= set(STRATEGIES)
     assert all(issubclass(STRATEGIES[k], ModelStrategy) for k in ("gp", "regmix", "mixing_law", "bimix"))
+
+
+def test_a_target_objective_starts_its_design_towards_its_own_domain():
+    """Single-domain targets are minimised near their domain's face, where Sobol points in k dimensions
+    almost never go: the design visits that direction right after the reference run."""
+    from orchestrator.objective import Objective
+    from orchestrator.strategies import build_strategy
+
+    domains = ("a", "b", "c", "d", "e")
+    target = build_strategy("gp", {}, domains, Objective({"c": 1.0}, "loss on c"), seed=0)
+    pts = target.initial_design_points(4)
+    assert np.allclose(pts[0], 0.2)  # the reference (uniform) run first
+    assert pts[1][2] == pytest.approx(0.5 + 0.5 * 0.2) and pts[2][2] == pytest.approx(0.85 + 0.15 * 0.2)
+    assert np.all(pts[3][2] < 0.85)  # then the space-filling design
+    mean = build_strategy("gp", {}, domains, Objective({d: 0.2 for d in domains}, "mean"), seed=0)
+    from orchestrator.optimize import sobol_simplex
+
+    # No tilt for the mean, which reads every domain alike: the reference, then the Sobol design.
+    assert np.allclose(mean.initial_design_points(4)[1:], sobol_simplex(3, 5, seed=0), atol=1e-9)
