@@ -43,7 +43,7 @@ from orchestrator.lock import SweepLock
 from orchestrator.metrics import SweepMetrics
 from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
-from orchestrator.spec import SpecError, SweepSpec
+from orchestrator.spec import SpecError, SweepSpec, read_yaml
 from orchestrator.state import SweepState
 from orchestrator.storage import SweepStore
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, trial_dir, write_json_atomic
@@ -224,7 +224,7 @@ class Controller:
             check_not_orphaned(self.dir, [], where)
             raise SweepDirExists(f"{where} holds no sweep to resume (no {JOURNAL}); `mixsweep run` starts one")
         check_not_orphaned(self.dir, list(read_events(self.dir / JOURNAL, [])), where)  # checked, before the lock
-        frozen = yaml.safe_load((self.dir / SPEC).read_text())
+        frozen = read_yaml(self.dir / SPEC, "frozen spec")  # strictly, as every spec: duplicate keys are errors
         changes = check_resumable(frozen, self.spec.model_dump(mode="json"))
         data_ref, vocab = self._prepare_data()
         self.lock = SweepLock(self.dir)

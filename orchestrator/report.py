@@ -139,19 +139,13 @@ def ladder_plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def frozen_spec(sweep_dir: Path):
-    """The spec the sweep ran with (None when spec.yaml is missing or no longer valid)."""
-    import yaml
+    """The spec the sweep ran with (None when spec.yaml is missing: the report then shows what the journal
+    alone says); a damaged or invalid one is the one-line SpecError of `spec.load_frozen_spec`."""
+    from orchestrator.spec import load_frozen_spec
 
-    from orchestrator.spec import SpecError, parse_spec
-
-    path = Path(sweep_dir) / SPEC
-    if not path.exists():
+    if not (Path(sweep_dir) / SPEC).exists():
         return None
-    raw = yaml.safe_load(path.read_text())
-    try:
-        return parse_spec({k: v for k, v in raw.items() if k not in ("mixsweep_version", "spec_digest")})
-    except SpecError:
-        return None
+    return load_frozen_spec(sweep_dir)
 
 
 def rebuild_strategy(spec, state: SweepState, events: list[dict[str, Any]]) -> tuple[Any, str | None]:
