@@ -303,10 +303,25 @@ def _init_ray(address: str | None) -> str | None:
     # The embedded dashboard listens on 127.0.0.1 only; Ray's token authentication stays on.
     # address="local" always starts a new Ray: a plain ray.init() would join any cluster a stray
     # `ray start` left on this machine (and die with it).
+    if not address:
+        _loopback_node_ip()
     ctx = ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False,
                    include_dashboard=None if address else True, **({} if address else {"dashboard_host": "127.0.0.1"}))
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def _loopback_node_ip() -> None:
+    """Make the embedded Ray's node IP 127.0.0.1, so its dashboard agent serves `/metrics` (per-domain
+    trial losses, no token) and its HTTP/gRPC ports on loopback only.
+
+    Ray 2.60 has no bind-address option for the metrics endpoint: it binds to loopback exactly when the
+    node IP is loopback, and ray.init(_node_ip_address="127.0.0.1") is rewritten to the machine's
+    address. The only switch is RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (read once, at import), set here
+    as the constant it becomes; it only changes how this process picks its node IP."""
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 # ----------------------------------------------------------------------------- error boundary
