@@ -134,7 +134,8 @@ def submit(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
     from orchestrator.submit import follow_logs, submit as submit_job
 
     s = load_spec(spec)
-    job_id, url = submit_job(s, spec, address, dir, package=package, resume=resume)
+    job_id, url = submit_job(s, spec, address, dir, package=package, resume=resume,
+                             say=lambda line: err_console.print(line, highlight=False, soft_wrap=True))
     console.print(f"submitted job {job_id}\ndashboard: {url}\nstatus:    mixsweep status {dir}\nlogs:      mixsweep logs {job_id} --address {address}",
                   highlight=False, soft_wrap=True)
     if follow:

@@ -8,6 +8,7 @@ from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token like every Ray cli
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -21,6 +22,10 @@ from orchestrator.mixture import config_hash
 from orchestrator.spec import SweepSpec
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
+# What the Jobs API answers while the head's job agent is not up yet (right after `ray start --head`):
+# worth waiting for, unlike every other error.
+NO_AGENT = "No available agent to submit job"
+AGENT_WAIT_S = 60.0  # MIXSWEEP_SUBMIT_AGENT_WAIT_S overrides it (seconds)
 
 
 class SubmitError(ValueError):
@@ -35,7 +40,7 @@ def job_entrypoint(sweep_dir: str, resume: bool) -> str:
 
 
 def submit(spec: SweepSpec, spec_path: Path, address: str, sweep_dir: str, package: bool = False,
-           resume: bool = False) -> tuple[str, str]:
+           resume: bool = False, say=lambda line: None, agent_wait_s: float | None = None) -> tuple[str, str]:
     """Submit the sweep; returns (job id, dashboard URL). The sweep directory must be a path or URI
     that the head node can write to: relative paths would land in the job's temporary working dir."""
     from ray.job_submission import JobSubmissionClient
@@ -49,15 +54,37 @@ def submit(spec: SweepSpec, spec_path: Path, address: str, sweep_dir: str, packa
         if package:
             runtime_env["py_modules"] = [str(Path(orchestrator.__file__).parent), str(Path(workers.__file__).parent)]
         client = JobSubmissionClient(address)
-        job_id = client.submit_job(
-            entrypoint=job_entrypoint(sweep_dir, resume),
-            runtime_env=runtime_env,
-            submission_id=f"mixsweep-{spec.name}-{config_hash(spec.digest(), sweep_dir, time.time())}",
-            metadata={"sweep": spec.name, "dir": sweep_dir, "spec_digest": spec.digest()},
-        )
+        job = dict(entrypoint=job_entrypoint(sweep_dir, resume), runtime_env=runtime_env,
+                   submission_id=f"mixsweep-{spec.name}-{config_hash(spec.digest(), sweep_dir, time.time())}",
+                   metadata={"sweep": spec.name, "dir": sweep_dir, "spec_digest": spec.digest()})
+        wait_s = agent_wait_s if agent_wait_s is not None else float(os.environ.get("MIXSWEEP_SUBMIT_AGENT_WAIT_S", AGENT_WAIT_S))
+        job_id = submit_when_agent_ready(client, address, job, say, wait_s=wait_s)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return job_id, address.rstrip("/") + f"/#/jobs/{job_id}"
+
+
+def submit_when_agent_ready(client, address: str, job: dict, say, wait_s: float = AGENT_WAIT_S,
+                            poll_s: float = 2.0) -> str:
+    """client.submit_job(**job), retried for up to wait_s while the head has no job agent yet; any
+    other error is raised at once. The same submission id is reused: a refused attempt created no job."""
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as err:
+            if NO_AGENT not in str(err):
+                raise
+            if time.monotonic() + poll_s > deadline:
+                raise SubmitError(
+                    f"{address}: the head's job agent did not answer within {wait_s:.0f} s; check that the head is up "
+                    f"(`ray status`), that its dashboard agent runs (dashboard_agent.log in the head's session logs: "
+                    f"a port already in use?), and that --address is this cluster's dashboard") from None
+            if not waiting:
+                say(f"waiting up to {wait_s:.0f} s for the job agent of {address} (the head may have just started)")
+                waiting = True
+            time.sleep(poll_s)
 
 
 def follow_logs(address: str, job_id: str, write) -> str:

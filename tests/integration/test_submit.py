@@ -137,3 +137,90 @@ def test_submit_refuses_a_relative_sweep_dir(tmp_path):
     out = subprocess.run(MIXSWEEP + ["submit", str(_spec(tmp_path)), "--address", "http://127.0.0.1:1", "--dir", "runs/x"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "absolute path or URI" in out.stderr and "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------- waiting for the head's job agent (no Ray)
+
+class _AgentLater:
+    """A Jobs client whose head has no job agent for the first `refusals` submissions."""
+
+    REFUSAL = "Request failed with status code 500: No available agent to submit job, please try again later.."
+
+    def __init__(self, refusals: int, error: str | None = None):
+        self.refusals, self.error, self.calls = refusals, error, []
+
+    def submit_job(self, **job):
+        self.calls.append(job)
+        if self.error:
+            raise RuntimeError(self.error)
+        if len(self.calls) <= self.refusals:
+            raise RuntimeError(self.REFUSAL)
+        return job["submission_id"]
+
+
+def test_submit_waits_for_the_job_agent_with_one_line_and_the_same_submission_id():
+    from orchestrator.submit import submit_when_agent_ready
+
+    client, said = _AgentLater(refusals=2), []
+    job = {"entrypoint": "true", "submission_id": "mixsweep-x-1"}
+    assert submit_when_agent_ready(client, "http://h:1", job, said.append, wait_s=5, poll_s=0.01) == "mixsweep-x-1"
+    assert len(client.calls) == 3 and all(c == job for c in client.calls)
+    assert len(said) == 1 and "waiting up to 5 s" in said[0] and "http://h:1" in said[0]
+
+
+def test_submit_gives_up_after_the_wait_naming_the_address_and_what_to_check():
+    from orchestrator.submit import SubmitError, submit_when_agent_ready
+
+    start = time.monotonic()
+    with pytest.raises(SubmitError) as err:
+        submit_when_agent_ready(_AgentLater(refusals=10**6), "http://h:1", {"submission_id": "s"}, lambda _: None,
+                                wait_s=0.3, poll_s=0.05)
+    assert time.monotonic() - start < 2
+    line = str(err.value)
+    assert "\n" not in line and "http://h:1" in line and "ray status" in line and "dashboard_agent.log" in line
+
+
+def test_submit_does_not_retry_other_errors():
+    from orchestrator.submit import submit_when_agent_ready
+
+    client = _AgentLater(refusals=0, error="Request failed with status code 400: bad runtime_env")
+    with pytest.raises(RuntimeError, match="bad runtime_env"):
+        submit_when_agent_ready(client, "http://h:1", {"submission_id": "s"}, lambda _: None, wait_s=5, poll_s=0.01)
+    assert len(client.calls) == 1
+
+
+def test_submit_gives_up_in_one_line_when_the_agent_never_comes(tmp_path):
+    # The whole CLI against a fake head that always answers "no agent": exit 2, one line, no traceback.
+    import http.server
+    import threading
+
+    class NoAgent(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # the client's version check
+            self._send(200, json.dumps({"version": "4", "ray_version": "2.60.0", "ray_commit": "x"}))
+
+        def do_POST(self):
+            self._send(500, "No available agent to submit job, please try again later.")
+
+        def _send(self, code, body):
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json" if code == 200 else "text/plain")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoAgent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {**os.environ, "MIXSWEEP_SUBMIT_AGENT_WAIT_S": "3"}
+    try:
+        out = subprocess.run(MIXSWEEP + ["submit", str(_spec(tmp_path)), "--address", address, "--dir", str(tmp_path / "s")],
+                             capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        server.shutdown()
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    # (Ray's own INFO lines may come before: only ours are checked)
+    assert sum("waiting up to 3 s" in line for line in lines) == 1
+    assert address in lines[-1] and "job agent" in lines[-1] and "ray status" in lines[-1]
