@@ -263,5 +263,26 @@ def test_local_recipe_declares_gpus_on_workers_only_and_turns_token_auth_on():
     assert len(workers) == 1 and '--num-gpus="$GPUS_PER_WORKER"' in workers[0] and "--resources=" in workers[0]
     assert int(re.search(r'GPUS_PER_WORKER:=(\d+)', text).group(1)) > 0
     assert "export RAY_AUTH_MODE=token" in text
-    out = subprocess.run(["bash", str(CLUSTER / "local.sh"), "address"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "127.0.0.1:" + re.search(r"RAY_PORT:=(\d+)", text).group(1)
+
+
+def test_local_recipe_has_no_fixed_port_and_stops_its_whole_session(tmp_path):
+    # Another Ray on the machine (an embedded `mixsweep run`) holds Ray's default ports: every port of
+    # every node is either picked free at start or 0, and `stop` ends the session the nodes started in.
+    text = (CLUSTER / "local.sh").read_text()
+    flat = text.replace("\\\n", " ")
+    head = next(l for l in flat.splitlines() if '"$RAY" start --head' in l)
+    for opt in ("--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
+                "--node-manager-port", "--object-manager-port"):
+        assert re.search(rf'{opt}="\$\w+"', head), f"head: {opt} is not a port picked at start"
+    assert not re.search(r"(PORT|port)[:=]+\d{2,}", flat), "a fixed port number in local.sh"
+    assert "setsid" in text and "cluster.env" in text
+    # Without a running cluster, `address` says so in one line instead of guessing a port.
+    env = {**os.environ, "MIXSWEEP_LOCAL_DIR": str(tmp_path)}
+    out = subprocess.run(["bash", str(CLUSTER / "local.sh"), "address"], capture_output=True, text=True, env=env)
+    assert out.returncode == 1 and "cluster/local.sh start" in out.stderr and len(out.stderr.splitlines()) == 1
+    (tmp_path / "cluster.env").write_text("SID=\nRAY_PORT=41234\nDASHBOARD_PORT=41235\n")
+    out = subprocess.run(["bash", str(CLUSTER / "local.sh"), "address"], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "127.0.0.1:41234"
+    out = subprocess.run(["bash", str(CLUSTER / "local.sh"), "dashboard"], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "http://127.0.0.1:41235"
