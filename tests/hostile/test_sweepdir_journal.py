@@ -243,7 +243,7 @@ def test_status_of_an_empty_journal_is_one_line_exit_2(tmp_path):
     sweep = Sweep(tmp_path, lines=[])
     out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(sweep.dir)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error:") and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert "holds no event" in out.stderr
+    assert "journal.jsonl is empty" in out.stderr
     sweep.assert_contained()
 
 
