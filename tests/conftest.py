@@ -91,3 +91,22 @@ def make_runs_table(path, n: int = 60, seed: int = 0):
                           "loss.x": L[:, 0], "loss.y": L[:, 1]})
     frame.to_csv(path, index=False)
     return W, L
+
+
+@pytest.fixture
+def confined(tmp_path, monkeypatch):
+    """Run from an empty tmp cwd with a tmp HOME (and no debug); afterwards the cwd and the repo are
+    unchanged (the hostile-input suite: nothing a hostile input does may write outside its tmp dirs)."""
+    import os
+
+    root = TESTS.parent
+    cwd, home = tmp_path / "cwd", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("MIXSWEEP_DEBUG", raising=False)
+    before = set(os.listdir(root))
+    yield
+    assert not os.listdir(cwd), "wrote into the working directory"
+    assert set(os.listdir(root)) == before, "wrote into the repository"

@@ -20,26 +20,13 @@ import yaml
 from orchestrator import cli
 from orchestrator.cli import run_command
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC = {"name": "hostile", "domains": {d: {} for d in ("a", "b", "c")}, "trainer": {"kind": "synthetic"},
         "strategy": {"kind": "sobol"}, "budget": {"trials": 4, "concurrency": 2}, "seed": 0}
 MIX = {"a": 0.5, "b": 0.3, "c": 0.2}
 ORIGINAL_ENV = dict(os.environ)  # before the fixture points HOME at a tmp dir
 
 
-@pytest.fixture(autouse=True)
-def _confined(tmp_path, monkeypatch):
-    """Run from an empty tmp cwd with a tmp HOME (and no debug); afterwards the cwd and the repo are unchanged."""
-    cwd, home = tmp_path / "cwd", tmp_path / "home"
-    cwd.mkdir()
-    home.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("MIXSWEEP_DEBUG", raising=False)
-    before = set(os.listdir(ROOT))
-    yield
-    assert not os.listdir(cwd), f"wrote into the working directory: {os.listdir(cwd)}"
-    assert set(os.listdir(ROOT)) == before, "wrote into the repository"
+pytestmark = pytest.mark.usefixtures("confined")  # tests/conftest.py
 
 
 def _fails(capsys, argv: list[str], code: int = 2) -> str:

@@ -6,7 +6,6 @@ outside the test's tmp dir.
 from __future__ import annotations
 
 import gzip
-import os
 import warnings
 from pathlib import Path
 
@@ -17,23 +16,11 @@ import pytest
 from orchestrator.runs import RunsTableError, RunsTableWarning, read_runs
 from workers.data import DataError, read_documents
 
-ROOT = Path(__file__).resolve().parents[2]
 H = "weight.web,weight.code,loss.web,loss.code\n"
 OK_ROW = "0.4,0.6,3.0,2.5\n"
 
 
-@pytest.fixture(autouse=True)
-def _confined(tmp_path, monkeypatch):
-    """Run from an empty tmp cwd with a tmp HOME; afterwards both the cwd and the repo are unchanged."""
-    cwd, home = tmp_path / "cwd", tmp_path / "home"
-    cwd.mkdir()
-    home.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("HOME", str(home))
-    before = set(os.listdir(ROOT))
-    yield
-    assert not os.listdir(cwd), "wrote into the working directory"
-    assert set(os.listdir(ROOT)) == before, "wrote into the repository"
+pytestmark = pytest.mark.usefixtures("confined")  # tests/conftest.py
 
 
 def _one_line(err: Exception) -> str:

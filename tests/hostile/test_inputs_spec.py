@@ -6,31 +6,18 @@ No Ray, no data: the specs use the synthetic trainer. Nothing is written outside
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from orchestrator.spec import SpecError, load_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAD = "name: hostile\ntrainer: {kind: synthetic}\n"
 THREE = "domains: {books: {}, code: {}, math: {}}\n"
 FOUR = "domains: {books: {}, code: {}, math: {}, legal: {}}\n"
 
 
-@pytest.fixture(autouse=True)
-def _confined(tmp_path, monkeypatch):
-    """Run from an empty tmp cwd with a tmp HOME; afterwards both the cwd and the repo are unchanged."""
-    cwd, home = tmp_path / "cwd", tmp_path / "home"
-    cwd.mkdir()
-    home.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("HOME", str(home))
-    before = set(os.listdir(ROOT))
-    yield
-    assert not os.listdir(cwd), "wrote into the working directory"
-    assert set(os.listdir(ROOT)) == before, "wrote into the repository"
+pytestmark = pytest.mark.usefixtures("confined")  # tests/conftest.py
 
 
 def _load(tmp_path: Path, text: str | bytes):
