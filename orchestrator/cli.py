@@ -289,10 +289,15 @@ def _local(dir: str) -> Path:
     """The sweep directory as a local path (pulled into the local mirror when it is a URI)."""
     from orchestrator.storage import SweepStore
 
+    from orchestrator.resume import check_not_orphaned
+
     local = SweepStore(dir).pull()
-    if not (local / JOURNAL).exists():
+    journal = local / JOURNAL
+    if not journal.exists() or not journal.read_bytes().strip():
+        check_not_orphaned(local, [], dir)  # finished results beside it: say so, they must not be lost
+    if not journal.exists():
         raise UserError(f"{dir} is not a sweep directory (no {JOURNAL}); pass the --dir a sweep ran in")
-    if not (local / JOURNAL).read_bytes().strip():  # every reader would fail on it, each its own way
+    if not journal.read_bytes().strip():  # every reader would fail on it, each its own way
         raise UserError(f"{dir}: {JOURNAL} is empty (no event); restore it from a backup, or `mixsweep run` a new sweep in another --dir")
     return local
 

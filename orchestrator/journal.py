@@ -75,11 +75,15 @@ class Journal:
         if event not in EVENTS:
             raise ValueError(f"unknown journal event {event!r}")
         record = {"seq": self._seq, "time": round(time.time(), 3), "event": event, **fields}
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        # The seq is spent before the write: SIGINT/SIGTERM raise inside the controller wherever it is
+        # (controller._signals_interrupt), and an interruption journaled after a write that had not yet
+        # counted its seq would reuse it. An interruption before the write leaves a gap, which is harmless.
+        self._seq += 1
+        self._fh.write(line)
         self._fh.flush()
         if durable:
             os.fsync(self._fh.fileno())
-        self._seq += 1
         return record
 
     def close(self) -> None:
