@@ -242,10 +242,10 @@ def _plot(path: Path, scores: list[SweepScore], prob: Problem) -> None:
     plt.close(fig)
 
 
-def run_bench(runs: Path, strategies: list[str], objective_text: str, budget: int, concurrency: int, seeds: int,
-              out: Path, noise: float | None = None, cache_dir: str = "~/.cache/mixsweep", parallel: int = 2,
-              log: Callable[[str], None] = print) -> tuple[Problem, list[SweepScore]]:
-    """Every (strategy, seed) sweep on the replay of `runs`, scored. Ray must be initialised."""
+def check_arguments(runs: Path, strategies: list[str], objective_text: str) -> None:
+    """BenchError / RunsTableError (one line) for an unknown strategy, a missing or bad table, or an
+    objective naming a domain the table has no loss column for."""
+    from orchestrator.runs import read_runs
     from orchestrator.strategies import STRATEGIES
 
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -253,8 +253,17 @@ def run_bench(runs: Path, strategies: list[str], objective_text: str, budget: in
         raise BenchError(f"--strategies: unknown {unknown}; use names from {', '.join(sorted(STRATEGIES))}")
     if not runs.is_file():
         raise RunsTableError(f"--runs {str(runs)!r} not found; pass a CSV or Parquet runs table")
+    table = read_runs(runs)
+    objective_spec(objective_text, table.domains, table.loss_domains)
+
+
+def run_bench(runs: Path, strategies: list[str], objective_text: str, budget: int, concurrency: int, seeds: int,
+              out: Path, noise: float | None = None, cache_dir: str = "~/.cache/mixsweep", parallel: int = 2,
+              log: Callable[[str], None] = print) -> tuple[Problem, list[SweepScore]]:
+    """Every (strategy, seed) sweep on the replay of `runs`, scored. Ray must be initialised."""
     import ray
 
+    check_arguments(runs, strategies, objective_text)
     prob = problem(runs, objective_text, cache_dir, log)
     log(f"simulator optimum of {prob.objective.description}: {prob.best:.4f} nats/token")
     jobs = [(strategy, seed) for strategy in strategies for seed in range(seeds)]
@@ -317,6 +326,7 @@ def bench_command(
 
     console = Console(width=max(Console().width, 150))  # the summary table has ten columns
     names = [s.strip() for s in strategies.split(",") if s.strip()]
+    check_arguments(runs, names, objective)  # bad flags are one line before Ray starts or a model is fitted
     _init_ray(None)
     prob, scores = run_bench(runs, names, objective, budget, concurrency, seeds, out, noise, cache_dir, parallel,
                              log=lambda m: console.print(m, soft_wrap=True, highlight=False))
