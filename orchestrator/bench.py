@@ -31,7 +31,7 @@ import typer
 from orchestrator.journal import read_events
 from orchestrator.objective import Objective
 from orchestrator.optimize import Bounds, minimize_on_simplex
-from orchestrator.replay_table import ordered_table, replay_model
+from orchestrator.replay_table import replay_model
 from orchestrator.runs import LOSS, RunsTableError
 from orchestrator.spec import ObjectiveSpec, SweepSpec, parse_spec
 from orchestrator.sweepdir import JOURNAL
@@ -102,11 +102,11 @@ def problem(runs: Path, objective_text: str, cache_dir: str, log: Callable[[str]
     """Fit (or load) the table's simulator and find the optimum of the objective on it."""
     from orchestrator.runs import read_runs
 
-    domains = read_runs(runs).domains
+    table = read_runs(runs)  # in its own domain order, which the sweeps keep
+    domains = table.domains
     model = replay_model(runs, domains, cache_dir, log=log)
     ospec = objective_spec(objective_text, domains, model.loss_domains)
     objective = Objective.from_spec(ObjectiveSpec(**ospec), domains)
-    table = ordered_table(runs, domains)
     fun = lambda W: objective.values(model.truth(W), model.loss_domains)  # noqa: E731
     # Start the search from the table's best runs too: the optimum is at least as good as any of them.
     order = np.argsort(fun(table.weights))[:4]
