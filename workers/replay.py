@@ -62,11 +62,7 @@ class ReplayModel:
         Z = np.sqrt(np.clip(np.atleast_2d(np.asarray(W, dtype=float)), 0.0, None))
         out = np.empty((len(Z), len(self.loss_domains)))
         for j in range(len(self.loss_domains)):
-            # Scaled squared distances as |a|^2 + |b|^2 - 2ab: one matrix product, no (n, runs, k) array.
-            a, b = Z / self.lengthscale[j], self.Z / self.lengthscale[j]
-            r2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-            r = np.sqrt(np.clip(r2, 0.0, None))
-            K = self.outputscale[j] * (1.0 + SQRT5 * r + 5.0 / 3.0 * r**2) * np.exp(-SQRT5 * r)
+            K = self.outputscale[j] * matern52(Z / self.lengthscale[j], self.Z / self.lengthscale[j])
             out[:, j] = (self.constant[j] + K @ self.alpha[j]) * self.y_std[j] + self.y_mean[j]
         return out
 
@@ -95,6 +91,15 @@ class ReplayModel:
 
 
 _ARRAYS = ("Z", "alpha", "lengthscale", "outputscale", "constant", "y_mean", "y_std", "noise_sd")
+
+
+def matern52(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The Matern 5/2 correlation (n, p) between rows of a (n, k) and b (p, k), already divided by the
+    lengthscales (gpytorch's MaternKernel, nu=2.5, without the output scale)."""
+    # Squared distances as |a|^2 + |b|^2 - 2ab: one matrix product, no (n, p, k) array.
+    r2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    r = np.sqrt(np.clip(r2, 0.0, None))
+    return (1.0 + SQRT5 * r + 5.0 / 3.0 * r**2) * np.exp(-SQRT5 * r)
 
 
 def fit_replay(W: np.ndarray, L: np.ndarray, domains: tuple[str, ...], loss_domains: tuple[str, ...],
@@ -137,9 +142,7 @@ def fit_replay(W: np.ndarray, L: np.ndarray, domains: tuple[str, ...], loss_doma
     alpha = np.empty((m, n))
     Z = X.numpy()
     for j in range(m):
-        diff = (Z[:, None, :] - Z[None, :, :]) / lengthscale[j]
-        r = np.sqrt(np.einsum("abk,abk->ab", diff, diff))
-        K = outputscale[j] * (1.0 + SQRT5 * r + 5.0 / 3.0 * r**2) * np.exp(-SQRT5 * r)
+        K = outputscale[j] * matern52(Z / lengthscale[j], Z / lengthscale[j])
         alpha[j] = np.linalg.solve(K + noise[j] * np.eye(n), Ys[:, j] - constant[j])
     return ReplayModel(tuple(domains), tuple(loss_domains), Z, alpha, lengthscale, outputscale, constant,
                        y_mean, y_std, np.sqrt(noise) * y_std)
