@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -65,7 +65,6 @@ class SweepScore:
     ask_max_s: float
     wall_s: float  # sweep_started -> sweep_finished, seconds
     trials: int  # completed trials
-    mixture: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,7 +161,7 @@ def score(strategy: str, seed: int, sweep_dir: Path, prob: Problem) -> SweepScor
                       regret_best_observed=curve[-1], regret_at={n: curve[n - 1] for n in CHECKPOINTS if n <= len(curve)},
                       curve=curve, source=rec.get("source", ""), ask_s=float(np.mean(asks)) if asks else 0.0,
                       ask_max_s=max(asks, default=0.0), wall_s=times.get("sweep_finished", 0.0) - times.get("sweep_started", 0.0),
-                      trials=len(done), mixture=rec["mixture"])
+                      trials=len(done))
 
 
 def _ask_times(events: list[dict]) -> list[float]:
@@ -208,7 +207,7 @@ def write_outputs(out: Path, scores: list[SweepScore], rows: list[dict], prob: P
     """results.csv (one row per sweep), summary.csv (one per strategy) and regret.png (regret vs trials)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"results": out / "results.csv", "summary": out / "summary.csv", "plot": out / "regret.png"}
-    per_sweep = [{k: v for k, v in asdict(s).items() if k not in ("curve", "regret_at", "mixture")}
+    per_sweep = [{k: v for k, v in asdict(s).items() if k not in ("curve", "regret_at")}
                  | {f"regret_at_{n}": v for n, v in s.regret_at.items()} for s in scores]
     for path, rows_ in ((paths["results"], per_sweep), (paths["summary"], rows)):
         keys = list(dict.fromkeys(k for r in rows_ for k in r))
@@ -297,9 +296,9 @@ def _collect(pending: dict, prob: Problem, log: Callable[[str], None], wait_for:
         try:
             ray.get(ref)
         except ray.exceptions.RayTaskError as err:
-            cause = err.cause if getattr(err, "cause", None) else err
-            raise BenchError(f"{strategy} seed {seed}: the sweep failed ({type(cause).__name__}: "
-                             f"{str(cause).strip().splitlines()[-1][:300]}); its directory is {sweep_dir}") from None
+            from orchestrator.controller import _reason
+
+            raise BenchError(f"{strategy} seed {seed}: the sweep failed ({_reason(err)}); its directory is {sweep_dir}") from None
         s = score(strategy, seed, sweep_dir, prob)
         log(f"{strategy} seed {seed}: regret {s.regret_recommended:.4f} recommended ({s.source}), "
             f"{s.regret_best_observed:.4f} best observed; {s.wall_s:.0f} s")

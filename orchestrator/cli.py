@@ -293,11 +293,12 @@ def _local(dir: str) -> Path:
 
     local = SweepStore(dir).pull()
     journal = local / JOURNAL
-    if not journal.exists() or not journal.read_bytes().strip():
+    empty = not journal.exists() or not journal.read_bytes().strip()
+    if empty:
         check_not_orphaned(local, [], dir)  # finished results beside it: say so, they must not be lost
     if not journal.exists():
         raise UserError(f"{dir} is not a sweep directory (no {JOURNAL}); pass the --dir a sweep ran in")
-    if not journal.read_bytes().strip():  # every reader would fail on it, each its own way
+    if empty:  # every reader would fail on it, each its own way
         raise UserError(f"{dir}: {JOURNAL} is empty (no event); restore it from a backup, or `mixsweep run` a new sweep in another --dir")
     return local
 

@@ -338,10 +338,7 @@ class Controller:
         self.on_event(record, self.state)
         if event in ("trial_completed", "trial_failed", "sweep_finished"):
             self.store.push(force=True)
-        if self._kill_after and self._kill_after[0] == event:
-            self._kill_after[1] -= 1
-            if self._kill_after[1] == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
+        _fault_point(self._kill_after, event)
         return record
 
     def _budget_left(self) -> int:

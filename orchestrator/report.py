@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.journal import read_events, replay
+from orchestrator.journal import load
 from orchestrator.mixture import Mixture
 from orchestrator.state import SweepState
 from orchestrator.strategies.base import IN_SAMPLE, MODEL
@@ -354,8 +354,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     from orchestrator.report_page import render_page
 
     d = Path(sweep_dir)
-    events = list(read_events(d / JOURNAL))
-    state = replay(d / JOURNAL)
+    events, state = load(d / JOURNAL)
     out = d / REPORT
     out.mkdir(exist_ok=True)
     rec = state.recommendation
