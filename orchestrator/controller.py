@@ -306,6 +306,14 @@ class Controller:
             self._record("sweep_interrupted", reason=str(err) or "interrupted",
                          running=sorted(r.trial for r in self.running.values()))
             raise
+        except SystemError as err:
+            # The signal's exception raised inside Ray's C extension (CoreWorker.wait) comes back wrapped
+            # as "returned a result with an exception set": it is still the interruption.
+            cause = err.__cause__ or err.__context__
+            if not isinstance(cause, SweepInterrupted):
+                raise
+            self._record("sweep_interrupted", reason=str(cause), running=sorted(r.trial for r in self.running.values()))
+            raise cause from None
         finally:
             self._save_strategy(force=True)
             for r in self.running.values():
