@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import numpy as np
 import typer
 
-from orchestrator.journal import read_events
+from orchestrator.journal import load, read_events
 from orchestrator.objective import Objective
 from orchestrator.optimize import Bounds, minimize_on_simplex
 from orchestrator.replay_table import replay_model
@@ -141,18 +141,17 @@ def run_sweep(spec: SweepSpec, sweep_dir: Path, log: Callable[[str], None]) -> N
 
 
 def score(strategy: str, seed: int, sweep_dir: Path, prob: Problem) -> SweepScore:
-    """Score a finished sweep from its journal alone."""
-    events = list(read_events(sweep_dir / JOURNAL))
-    mixtures = {e["trial"]: e["mixture"] for e in events if e["event"] == "trial_proposed"}
-    done = [e for e in events if e["event"] == "trial_completed"]
+    """Score a finished sweep from its journal alone. The observed objective of every run is the
+    sweep state's (one scale, measured against the reference run where the objective has one)."""
+    events, state = load(sweep_dir / JOURNAL, objective=prob.objective)
+    done = sorted((t for t in state.completed if t.measures_mixture and t.objective is not None), key=lambda t: t.completed_seq)
     recs = [e for e in events if e["event"] == "recommended"]
     if not done or not recs:
         raise BenchError(f"{sweep_dir}: no completed trial or no recommendation; see `mixsweep status {sweep_dir}`")
     curve, best_seen, best_mix = [], math.inf, None
-    for e in done:  # in completion order
-        observed = prob.objective(e["losses"])
-        if observed < best_seen:
-            best_seen, best_mix = observed, mixtures[e["trial"]]
+    for t in done:  # in completion order
+        if t.objective < best_seen:
+            best_seen, best_mix = t.objective, t.mixture
         curve.append(prob.regret(best_mix))
     asks = _ask_times(events)
     times = {e["event"]: e["time"] for e in events if e["event"] in ("sweep_started", "sweep_finished")}

@@ -177,6 +177,7 @@ def status(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
         obj = f"{tr['objective']:.4f}" if tr["objective"] is not None else ""
         note = tr["reason"] or (f"replicate {tr['options']['replicate']}" if (tr.get("options") or {}).get("replicate") else "")
         t.add_row(tr["id"], tr["status"], str(tr["attempts"]), mix, obj, note)
+    t.caption = "; ".join(state.objective_notes()) or None
     console.print(t)
     if summary.get("ladder"):  # scale-ladder re-trainings (orchestrator/ladder.py)
         lt = Table(title="scale ladder")

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from orchestrator.objective import Objective
 from orchestrator.state import SweepState
 from orchestrator.sweepdir import SPEC, BadTrialId, check_trial_id
 
@@ -130,13 +131,27 @@ def read_events(path: str | Path, warn: list[str] | None = None) -> Iterator[dic
         yield record
 
 
-def load(path: str | Path, warn: list[str] | None = None) -> tuple[list[dict[str, Any]], SweepState]:
-    """The journal's checked events and their fold, read once."""
+def load(path: str | Path, warn: list[str] | None = None,
+         objective: Objective | None = None) -> tuple[list[dict[str, Any]], SweepState]:
+    """The journal's checked events and their fold, read once. Trials are scored with `objective`
+    (default: the frozen spec's beside the journal; none without a spec.yaml there)."""
     events = list(read_events(path, warn))
-    state = SweepState()
+    state = SweepState(objective if objective is not None else objective_beside(Path(path)))
     for record in events:
         state.apply(record)
     return events, state
+
+
+def objective_beside(journal: Path) -> Objective | None:
+    """The sweep's Objective from `spec.yaml` in the journal's directory (None without one); JournalError
+    naming the file when its objective or domains cannot be read."""
+    spec = journal.parent / SPEC
+    if not spec.is_file():
+        return None
+    try:
+        return Objective.from_frozen_spec(yaml.safe_load(spec.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as err:
+        raise JournalError(f"{spec}: its objective cannot be read ({type(err).__name__}); restore it from a backup") from None
 
 
 def replay(path: str | Path, warn: list[str] | None = None) -> SweepState:

@@ -12,15 +12,18 @@ Constraints, checked on losses (observed or predicted):
 - `max_excess`: no domain's loss more than x above its loss in the reference run;
 - `max_loss`: per-domain caps on the loss, nats/token.
 
-The reference run is a run at the reference mixture (uniform by default). Its losses are learnt by
-`observe`, which every strategy's `tell` calls; until it has completed, `excess` falls back to the plain
-worst loss and `max_excess` is not checked (`reference_known` says which; recommendations note it).
+The reference run is the first completed run at the reference mixture (uniform by default). An
+Objective never changes: the reference run's losses are an input, `with_reference(losses)` (or `with_run(mixture,
+losses)`, which recognises the reference run) returns a new Objective. Strategies hold their current
+objective and replace it in `tell`; SweepState scores every trial with the one it holds, so a sweep has
+one scale. Until the reference run has completed, `excess` falls back to the plain worst loss and
+`max_excess` is not checked (`reference_known` says which; recommendations note it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -45,23 +48,42 @@ CONSTRAINT_PENALTY = 100.0
 CONSTRAINT_MARGIN = 1e-3
 
 
+class FrozenDict(dict):
+    """A dict that refuses every change: the mappings inside an Objective (a dict, so JSON, pickling and
+    `dict(...)` copies work as before). TypeError naming the way to get a changed objective."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("an Objective never changes; build a new one (Objective.with_reference, dataclasses.replace)")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:  # pickle and copy rebuild it whole (item by item would call __setitem__)
+        return (FrozenDict, (dict(self),))
+
+
 @dataclass(frozen=True)
 class Objective:
-    """Per-domain losses -> one number (linear or worst), with optional constraints.
+    """Per-domain losses -> one number (linear or worst), with optional constraints. Immutable.
 
     `coefficients` names the domains the objective reads (for `worst` every coefficient is 1 and only
-    the keys matter). `reference` holds the reference run's losses once observed: it is filled in place
-    (the one mutable part, shared by the controller and the strategy that hold this objective).
+    the keys matter). `reference` holds the reference run's losses (nats/token) once known; an
+    objective with them is a new Objective (`with_reference`, `with_run`), never this one changed.
     """
 
-    coefficients: dict[str, float]
+    coefficients: Mapping[str, float]
     description: str
     kind: str = "linear"  # "linear" | "worst"
     excess: bool = False  # worst: of loss minus the reference run's loss
-    reference_mixture: dict[str, float] | None = None  # None: uniform over the training domains
+    reference_mixture: Mapping[str, float] | None = None  # None: uniform over the training domains
     max_excess: float | None = None
-    max_loss: dict[str, float] = field(default_factory=dict)
-    reference: dict[str, float] = field(default_factory=dict, compare=False)
+    max_loss: Mapping[str, float] = field(default_factory=dict)
+    reference: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("coefficients", "max_loss", "reference", "reference_mixture"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, FrozenDict):
+                object.__setattr__(self, name, FrozenDict({str(k): float(v) for k, v in value.items()}))
 
     @classmethod
     def from_spec(cls, spec: ObjectiveSpec, domains: tuple[str, ...]) -> "Objective":
@@ -79,6 +101,15 @@ class Objective:
         total = sum(spec.weights.values())
         coef = {d: w / total for d, w in spec.weights.items() if w > 0}
         return cls(coef, "weighted " + ", ".join(f"{d}={w:.2f}" for d, w in coef.items()) + _cons_text(extra), **extra)
+
+    @classmethod
+    def from_frozen_spec(cls, raw: Mapping[str, Any]) -> "Objective":
+        """From a frozen spec as read from spec.yaml (a mapping): its `objective` over its `domains`.
+        Only those two parts are validated, so a spec whose other parts no longer validate (a runs
+        table moved away) still gives its objective; pydantic's ValidationError when they are invalid."""
+        from orchestrator.spec import ObjectiveSpec
+
+        return cls.from_spec(ObjectiveSpec.model_validate(raw.get("objective") or {}), tuple(raw["domains"]))
 
     # -- what the objective needs ------------------------------------------------------------------
     @property
@@ -104,17 +135,25 @@ class Objective:
         w = np.array([float(self.reference_mixture.get(d, 0.0)) for d in domains])
         return w / w.sum()
 
-    def observe(self, mixture: Mapping[str, float], losses: Mapping[str, float]) -> bool:
-        """Learn the reference losses when `mixture` is the reference mixture (the first such run
-        counts); returns True when it was the reference."""
-        if not self.needs_reference or self.reference_known:
-            return False
+    def is_reference(self, mixture: Mapping[str, float]) -> bool:
+        """Whether `mixture` (domain -> weight over the training domains) is the reference mixture,
+        to REFERENCE_TOL per weight."""
         domains = tuple(mixture)
         w = np.array([mixture[d] for d in domains], dtype=float)
-        if np.max(np.abs(w - self.reference_point(domains))) > REFERENCE_TOL:
-            return False
-        self.reference.update({d: float(v) for d, v in losses.items()})
-        return True
+        return bool(np.max(np.abs(w - self.reference_point(domains))) <= REFERENCE_TOL)
+
+    def with_reference(self, losses: Mapping[str, float]) -> "Objective":
+        """This objective measured against a reference run with these per-domain losses (nats/token):
+        a new Objective; this one is unchanged."""
+        return replace(self, reference=FrozenDict({str(d): float(v) for d, v in losses.items()}))
+
+    def with_run(self, mixture: Mapping[str, float], losses: Mapping[str, float]) -> "Objective":
+        """The objective after a completed run: `with_reference(losses)` when the objective needs a
+        reference, knows none yet and `mixture` is the reference mixture (so the first run there
+        counts); otherwise this very objective."""
+        if not self.needs_reference or self.reference_known or not self.is_reference(mixture):
+            return self
+        return self.with_reference(losses)
 
     # -- values ------------------------------------------------------------------------------------
     def __call__(self, losses: Mapping[str, float]) -> float:

@@ -132,6 +132,8 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
     if cls.needs_domain_tokens:
         raise RunsTableError(f"--strategy {kind} needs the tokens per domain, which a runs table does not hold; give the "
                              "mixture yourself: --strategy fixed --options '{\"weights\": {\"<domain>\": <share>, ...}}'")
+    if objective.needs_reference:  # the table's uniform run, within its rounding (a strategy's own test is exact)
+        objective = reference_objective(table, objective)
     try:
         strategy = build_strategy(kind, {**OFFLINE_OPTIONS.get(kind, {}), **(options or {})}, table.domains, objective, seed)
     except ValidationError as err:
@@ -140,8 +142,6 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
         raise RunsTableError(f"--strategy {kind}: {str(err).splitlines()[0]}") from None
     needed = strategy.min_runs() if isinstance(strategy, Predictive) else 1
     require_runs(table, needed, f"strategy {kind}")
-    if objective.needs_reference:
-        _observe_reference(table, objective)
     for mixture, losses in zip(table.mixtures(), table.loss_dicts()):
         strategy.tell(mixture, losses)
     return strategy
@@ -172,14 +172,14 @@ def parse_options(text: str) -> dict[str, Any]:
     return value
 
 
-def _observe_reference(table: RunsTable, objective: Objective) -> None:
-    """The reference losses from the table's run at the uniform mixture (weights within 0.002: tables
-    round their weights); one-line error when the table has none."""
+def reference_objective(table: RunsTable, objective: Objective) -> Objective:
+    """`objective` measured against the table's run at the uniform mixture (weights within 0.002:
+    tables round their weights); one-line RunsTableError when the table has none."""
     off = np.abs(table.weights - 1.0 / len(table.domains)).max(axis=1)
     if off.min() > 2e-3:
         raise RunsTableError("worst:excess and max_excess are measured against a run at the uniform mixture, "
                              "which the runs table lacks; add that run (weight.<d> = 1/k each) or drop them")
-    objective.reference.update(table.loss_dicts()[int(np.argmin(off))])
+    return objective.with_reference(table.loss_dicts()[int(np.argmin(off))])
 
 
 def predict_candidates(strategy: Strategy, candidates: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -66,7 +66,7 @@ def objective_plot(state: SweepState, path: Path, baselines: list[dict[str, Any]
         if value is not None and math.isfinite(value):
             ax.axhline(value, color=color, lw=1.5, ls="-" if how == "observed" else "--", label=f"{row['name']} ({how})")
     ax.set_xlabel("trial (order proposed)")
-    ax.set_ylabel(f"objective: {state.objective}" if state.objective else "objective")
+    ax.set_ylabel(f"objective: {state.objective_description}" if state.objective_description else "objective")
     ax.set_title(f"{state.name}: {len(xs)} completed, {len(failed)} failed")
     ax.legend()
     fig.tight_layout()
@@ -198,9 +198,8 @@ class ReportGP:
                 and t.measures_mixture and t.id not in state.ladder]
         if len(done) < GPSurrogate.min_runs(len(domains)):
             return None
-        objective = Objective.from_spec(spec.objective, domains)
-        for t in done:
-            objective.observe(t.mixture, t.losses)  # the reference run, for `excess` objectives
+        # The sweep's objective as the state scored its trials (with the reference run's losses once known).
+        objective = state.objective if state.objective is not None else Objective.from_spec(spec.objective, domains)
         loss_domains = tuple(d for d in done[0].losses if all(d in t.losses for t in done))
         X = np.array([Mixture.from_dict(t.mixture, domains).as_array() for t in done])
         Y = np.array([[t.losses[d] for d in loss_domains] for t in done])
@@ -258,7 +257,6 @@ def mixture_rows(state: SweepState, spec, strategy, rec: dict[str, Any] | None) 
     """The recommendation beside uniform, token prior and any fixed mixture: weights, predicted
     per-domain losses with std (from the surrogate), and observed losses where a trial ran it."""
     from orchestrator.ladder import baseline_mixture
-    from orchestrator.objective import Objective
 
     domains = state.domains
     named: list[tuple[str, Mixture]] = []
@@ -270,8 +268,9 @@ def mixture_rows(state: SweepState, spec, strategy, rec: dict[str, Any] | None) 
             named.append((name, m))
     if spec is not None and spec.strategy.kind == "fixed":
         named.append(("fixed", Mixture.from_dict(spec.strategy.options["weights"], domains)))
-    # The predictor's objective has seen the reference run (an `excess` objective needs it).
-    objective = strategy.objective if strategy is not None else (Objective.from_spec(spec.objective, spec.domain_names) if spec else None)
+    # Predicted rows are scored on the scale of the observed ones: the state's objective (with the
+    # reference run's losses once known); the strategy's where the state has no definition.
+    objective = state.objective if state.objective is not None else (strategy.objective if strategy is not None else None)
     base = spec.proxy.preset if spec is not None else None
     rows = []
     for name, m in named:

@@ -123,7 +123,7 @@ def render_page(state: SweepState, rec: dict[str, Any] | None, rows: list[dict[s
 <html lang="en"><head><meta charset="utf-8"><title>mixsweep report: {_e(state.name)}</title><style>{_CSS}</style></head>
 <body>
 <h1>mixsweep report: {_e(state.name)}</h1>
-<p>{done} completed, {failed} failed of a budget of {state.budget}; objective: {_e(state.objective)};
+<p>{done} completed, {failed} failed of a budget of {state.budget}; objective: {_e(state.objective_description)}{_e("".join(f" ({n})" for n in state.objective_notes()))};
 recommendation: {_e(source)}.</p>
 <section id="warnings"><h2>Warnings</h2>{warn_html}</section>
 <section id="best-vs-trials"><h2>Best objective vs trials</h2>

@@ -178,12 +178,13 @@ def result_problem(body: Any, t: TrialRecord, needed: list[str]) -> str | None:
     return None
 
 
-def adopted_completion(body: dict[str, Any], objective) -> dict[str, Any]:
-    """The `trial_completed` fields for an adopted result, as Controller._complete journals them."""
+def adopted_completion(body: dict[str, Any], objective: Any = None) -> dict[str, Any]:
+    """The `trial_completed` fields for an adopted result: facts only (losses, tokens, artifacts). No
+    objective is journaled: SweepState derives it from the losses (`objective` is unused, kept for callers)."""
     info = body.get("info") if isinstance(body.get("info"), dict) else {}
     artifacts = {k: info[k] for k in ("token_logprobs", "final_weights", "online") if k in info}
     return {"trial": body["trial"], "losses": body["losses"], "loss_stderr": body.get("loss_stderr") or {},
-            "objective": objective(body["losses"]), "tokens": body.get("tokens", 0), "steps": body.get("steps", 0),
+            "tokens": body.get("tokens", 0), "steps": body.get("steps", 0),
             "wall_s": body.get("wall_s"), "adopted": True, **({"artifacts": artifacts} if artifacts else {})}
 
 

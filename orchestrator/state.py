@@ -1,4 +1,13 @@
-"""SweepState: a pure fold over journal events. `status`, `report` and resume read only this."""
+"""SweepState: a pure fold over journal events. `status`, `report` and resume read only this.
+
+The journal stores facts (mixtures, losses, ids); the objective of a trial is derived here, from its
+losses and the sweep's Objective (the frozen spec's definition, `SweepState(objective)`), measured
+against the reference run once that has completed (the first completed sweep trial at the reference
+mixture that trained on it). When the reference run completes, every trial already scored is scored
+again, so every reader (status, report, the best trial, the ladder's top-k, exports, the bench) sees
+one scale. An `objective` field in a journal (sweeps journaled one) is ignored; only a state built
+without a definition (no frozen spec to read it from) shows it, as journaled.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.objective import Objective
 from orchestrator.trial import TrialStatus
 
 
@@ -20,7 +30,9 @@ class TrialRecord:
     last_progress: dict[str, Any] | None = None
     losses: dict[str, float] | None = None
     loss_stderr: dict[str, float] | None = None
+    # The objective of `losses` under the sweep's objective (SweepState keeps it current; module docstring).
     objective: float | None = None
+    completed_seq: int | None = None  # seq of its `trial_completed`: the order trials finished in
     reason: str | None = None
     wall_s: float | None = None
     proposal_s: float | None = None
@@ -65,13 +77,20 @@ class TrialRecord:
 
 @dataclass
 class SweepState:
-    """Everything known about a sweep, rebuilt from its journal alone."""
+    """Everything known about a sweep, rebuilt from its journal alone.
 
+    `objective`: the sweep's Objective (journal.load reads it from the frozen spec); once the reference
+    run has completed, the same objective with its losses as the reference (`reference_trial` names it).
+    None: no definition, trial objectives are the journaled numbers (module docstring).
+    """
+
+    objective: Objective | None = None
     name: str = ""
     domains: tuple[str, ...] = ()
     budget: int = 0
     concurrency: int = 0
-    objective: str = ""
+    objective_text: str = ""  # the objective's description as journaled by `sweep_started`
+    reference_trial: str | None = None  # the trial whose losses are the objective's reference
     spec_digest: str = ""
     finished: bool = False
     resumes: int = 0
@@ -100,7 +119,7 @@ class SweepState:
             self.domains = tuple(e.get("domains", self.domains))
             self.budget = e.get("budget", self.budget)
             self.concurrency = e.get("concurrency", self.concurrency)
-            self.objective = e.get("objective", self.objective)
+            self.objective_text = e.get("objective", self.objective_text)
             self.spec_digest = e.get("spec_digest", self.spec_digest)
             self.domain_tokens = e.get("domain_tokens", self.domain_tokens)
             self.caps = e.get("caps", self.caps)
@@ -126,7 +145,9 @@ class SweepState:
         elif kind == "trial_completed":
             t = self.trial(e["trial"])
             t.status, t.losses, t.loss_stderr = TrialStatus.COMPLETED, e["losses"], e.get("loss_stderr")
-            t.objective, t.wall_s = e.get("objective"), e.get("wall_s")
+            t.wall_s, t.completed_seq = e.get("wall_s"), e.get("seq")
+            t.objective = e.get("objective")  # as journaled: replaced by `_score` whenever there is a definition
+            self._scored(t)
         elif kind == "trial_failed":
             t = self.trial(e["trial"])
             t.status, t.reason = TrialStatus.FAILED, e.get("reason")
@@ -141,6 +162,43 @@ class SweepState:
             self.finished = True
         elif kind == "sweep_interrupted":  # the trials it names stay RUNNING: resume re-queues them
             self.interruptions += 1
+
+    def _scored(self, t: TrialRecord) -> None:
+        """Score a trial that just completed; when it is the reference run, rescore every completed trial."""
+        if self.objective is None:
+            return
+        if t.id in self.trials and t.measures_mixture:  # ladder runs and DoReMi's proxy run never are the reference
+            learnt = self.objective.with_run(t.mixture, t.losses)
+            if learnt is not self.objective:
+                self.objective, self.reference_trial = learnt, t.id
+                for other in [*self.trials.values(), *self.ladder.values()]:
+                    if other.losses is not None and other.status == TrialStatus.COMPLETED:
+                        other.objective = self.score(other.losses)
+                return
+        t.objective = self.score(t.losses)
+
+    def score(self, losses: dict[str, float]) -> float | None:
+        """The objective of per-domain losses under the sweep's objective as known now (None without a
+        definition, or when the losses lack a domain it reads)."""
+        if self.objective is None:
+            return None
+        try:
+            return self.objective(losses)
+        except KeyError:
+            return None
+
+    @property
+    def objective_description(self) -> str:
+        """What the objective is, in words (the definition's, else the journaled text)."""
+        return self.objective.description if self.objective is not None else self.objective_text
+
+    def objective_notes(self) -> list[str]:
+        """What a reader should know about the scale of the trials' objectives (one sentence each)."""
+        if self.objective is None or not self.objective.needs_reference:
+            return []
+        if self.reference_trial is not None:
+            return [f"objectives are measured against the reference run {self.reference_trial}"]
+        return [n.replace("has not completed: ", "has not completed, so ") for n in self.objective.notes()]
 
     def trial(self, tid: str) -> TrialRecord:
         """A sweep or ladder trial by id."""
@@ -171,7 +229,8 @@ class SweepState:
         return {
             "name": self.name,
             "domains": list(self.domains),
-            "objective": self.objective,
+            "objective": self.objective_description,
+            **({"reference_trial": self.reference_trial} if self.objective is not None and self.objective.needs_reference else {}),
             "budget": self.budget,
             "concurrency": self.concurrency,
             "finished": self.finished,

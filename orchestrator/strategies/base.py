@@ -80,6 +80,7 @@ class Strategy(abc.ABC):
     needs_domain_tokens: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig, domains: tuple[str, ...], objective: Objective, seed: int) -> None:
+        # `objective`: the objective as given; `tell` replaces it with one that knows the reference run.
         self.config, self.domains, self.objective, self.seed = config, domains, objective, seed
         # Tokens available per domain, set by the controller once the data is prepared (None for
         # trainers that read no data). Priors (token_prior, RegMix) and per-domain caps use it.
@@ -123,7 +124,9 @@ class Strategy(abc.ABC):
 
     def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
         """A trial finished with these per-domain losses (nats/token)."""
-        self.objective.observe(mixture.as_dict(), losses)  # learns the reference run's losses
+        # The objective never changes: the first run at the reference mixture gives a new one that
+        # measures against it (`excess`, `max_excess`), which this strategy holds from now on.
+        self.objective = self.objective.with_run(mixture.as_dict(), losses)
         self.observations.append(Observation(mixture, dict(losses), dict(loss_stderr or {})))
 
     def tell_failed(self, mixture: Mixture, reason: str) -> None:

@@ -46,11 +46,34 @@ def test_excess_worst_is_measured_against_the_reference_run_and_falls_back_until
     obj = objective(excess=True)
     losses = {"a": 2.30, "b": 2.50, "c": 2.45}
     assert obj(losses) == 2.50 and obj.notes()  # no reference yet: plain worst, and said so
-    assert not obj.observe({"a": 0.5, "b": 0.25, "c": 0.25}, {"a": 2.0, "b": 2.0, "c": 2.0})  # not the reference
-    assert obj.observe({d: 1 / 3 for d in D3}, {"a": 2.0, "b": 2.45, "c": 2.4})
-    assert obj(losses) == pytest.approx(0.30)  # a: 2.30 - 2.0 is the largest excess
-    assert obj.notes() == []
-    assert not obj.observe({d: 1 / 3 for d in D3}, {"a": 9.0, "b": 9.0, "c": 9.0})  # the first reference run counts
+    assert obj.with_run({"a": 0.5, "b": 0.25, "c": 0.25}, {"a": 2.0, "b": 2.0, "c": 2.0}) is obj  # not the reference
+    learnt = obj.with_run({d: 1 / 3 for d in D3}, {"a": 2.0, "b": 2.45, "c": 2.4})
+    assert learnt(losses) == pytest.approx(0.30)  # a: 2.30 - 2.0 is the largest excess
+    assert learnt.notes() == []
+    assert learnt.with_run({d: 1 / 3 for d in D3}, {"a": 9.0, "b": 9.0, "c": 9.0}) is learnt  # the first reference run counts
+
+
+def test_observing_the_reference_returns_a_new_objective_and_leaves_the_old_one_unchanged():
+    obj = objective(excess=True, constraints={"max_excess": 0.05, "max_loss": {"b": 3.0}})
+    before = (dict(obj.coefficients), dict(obj.max_loss), dict(obj.reference), obj.description)
+    learnt = obj.with_run({d: 1 / 3 for d in D3}, {"a": 2.0, "b": 2.45, "c": 2.4})
+    assert learnt is not obj and learnt.reference == {"a": 2.0, "b": 2.45, "c": 2.4} and learnt.reference_known
+    assert (dict(obj.coefficients), dict(obj.max_loss), dict(obj.reference), obj.description) == before
+    assert not obj.reference_known and obj.notes() and obj({"a": 2.3, "b": 2.5, "c": 2.45}) == 2.5
+    assert learnt != obj  # the reference is part of what an objective is
+    # No method and no mapping inside it changes an objective in place.
+    for mapping in (obj.coefficients, obj.max_loss, obj.reference, learnt.reference):
+        with pytest.raises(TypeError, match="never changes"):
+            mapping["a"] = 0.0
+        with pytest.raises(TypeError, match="never changes"):
+            mapping.update({"a": 0.0})
+    with pytest.raises(AttributeError):
+        obj.reference = {"a": 1.0}  # frozen dataclass
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(learnt)) == learnt and copy.deepcopy(learnt) == learnt
+    assert json.loads(json.dumps(learnt.reference)) == dict(learnt.reference)
 
 
 def test_composed_worst_is_exact_without_uncertainty_and_robust_with_it():
@@ -67,7 +90,7 @@ def test_composed_worst_is_exact_without_uncertainty_and_robust_with_it():
 def test_constraints_relative_to_the_reference_and_absolute_caps():
     obj = objective("mean", constraints={"max_excess": 0.01, "max_loss": {"b": 2.4}})
     assert obj.violated_by({"a": 5.0, "b": 2.3, "c": 5.0}) == pytest.approx(-0.1)  # only the cap is known yet
-    obj.observe({d: 1 / 3 for d in D3}, {"a": 2.0, "b": 2.2, "c": 2.3})
+    obj = obj.with_run({d: 1 / 3 for d in D3}, {"a": 2.0, "b": 2.2, "c": 2.3})
     assert obj.violated_by({"a": 2.03, "b": 2.2, "c": 2.3}) == pytest.approx(0.02)
     assert obj.violated_by({"a": 2.0, "b": 2.25, "c": 2.3}) == pytest.approx(0.04)  # the tighter limit of b counts
     assert obj.violated_by({"a": 2.0, "b": 2.2, "c": 2.305}) < 0
@@ -150,6 +173,8 @@ def test_constrained_strategies_never_recommend_a_mixture_breaking_the_constrain
     for _ in range(rounds):
         for m in s.ask(4, []):
             s.tell(m, loss_dict(m.as_array()))
+    assert not obj.reference_known  # the strategy holds its own objective; the one it was given is unchanged
+    obj = s.objective
     assert obj.reference == pytest.approx(UNIFORM_LOSSES)  # the initial design ran the reference mixture
     rec = s.recommend()
     if rec.source == "observed":  # a real run: its observed losses satisfy the constraint
@@ -237,6 +262,7 @@ def test_gp_worst_excess_trades_the_mean_for_the_starved_domain():
     for _ in range(2):
         for m in s.ask(4, []):
             s.tell(m, loss_dict(m.as_array()))
+    obj = s.objective
     assert obj.reference_known
     w, mean_opt = s.recommend().mixture.as_array(), _mean_optimum()
     assert w[0] > mean_opt[0] + 0.15  # domain a gets data back
