@@ -114,6 +114,7 @@ def main() -> None:
         return
 
     from orchestrator.spec import parse_spec
+    from orchestrator.requests import data_request
     from workers.data import data_payload, prepare_domains
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,10 +127,10 @@ def main() -> None:
             spec = parse_spec({"domains": {d: {"path": str(p)} for d, p in domains.items()},
                                "proxy": {"val_tokens_per_domain": 65_536, "tokens_per_trial": args.budget},
                                "data": {"cache_dir": str(root / "cache")}})
-            shards, _ = prepare_domains(spec, args.seq_len, log=lambda m: None)
+            shards, _ = prepare_domains(data_request(spec), args.seq_len, log=lambda m: None)
             t2 = time.perf_counter()
             payload = root / f"payload-{label}.json"
-            payload.write_text(json.dumps(data_payload(shards, spec)))
+            payload.write_text(json.dumps(data_payload(shards, data_request(spec))))
             print(f"{label}: {n:,} tokens, corpus written in {t1 - t0:.1f} s, tokenised into "
                   f"{sum(len(s.train_files) for s in shards.values())} train shards in {t2 - t1:.1f} s "
                   f"(payload {payload.stat().st_size} bytes)", flush=True)

@@ -44,6 +44,7 @@ class RealTrials:
     def __init__(self, tokens: int, cache_dir: str) -> None:
         import torch
 
+        from orchestrator.requests import data_request
         from workers.data import data_payload, open_domains, prepare_domains
         from workers.train import TrainConfig
 
@@ -51,8 +52,8 @@ class RealTrials:
         spec = parse_spec({"domains": {d: {"demo": d} for d in DOMAINS}, "data": {"cache_dir": cache_dir},
                            "proxy": {"preset": "debug", "tokens_per_trial": tokens, "eval_every_tokens": tokens}})
         self.config = TrainConfig.from_spec(spec.proxy, 0)
-        shards, self.vocab = prepare_domains(spec, self.config.resolved()[0], log=lambda m: None)
-        opened = open_domains(data_payload(shards, spec))  # memory-mapped, as a trial reads them
+        shards, self.vocab = prepare_domains(data_request(spec), self.config.resolved()[0], log=lambda m: None)
+        opened = open_domains(data_payload(shards, data_request(spec)))  # memory-mapped, as a trial reads them
         self.train = {d: t.train for d, t in opened.items()}
         self.val = {d: t.val for d, t in opened.items()}
         self.domain_tokens = {d: s.train_tokens for d, s in shards.items()}

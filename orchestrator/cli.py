@@ -54,14 +54,17 @@ def validate(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
              data: bool = typer.Option(True, help="Also read and tokenise the data (cached), checking every domain.")) -> None:
     """Check a spec (and its data) without running anything."""
     s = load_spec(spec)
-    if data and s.trainer.kind == "proxy":
+    from orchestrator.requests import data_request, trainer_backend
+    from workers.trainers import TOKEN_SHARDS
+
+    if data and trainer_backend(s).reads_data == TOKEN_SHARDS:
         from workers.data import prepare_domains
         from workers.model import PRESETS
 
         from orchestrator.mixture import token_caps
         from workers.data import DataError
 
-        tokens, vocab = prepare_domains(s, s.proxy.seq_len or PRESETS[s.proxy.preset].seq_len, log=lambda m: None)
+        tokens, vocab = prepare_domains(data_request(s), s.proxy.seq_len or PRESETS[s.proxy.preset].seq_len, log=lambda m: None)
         try:  # the same caps, and the same one-line error, as `mixsweep run`
             caps = token_caps({d: t.train_tokens for d, t in tokens.items()}, s.proxy.training_tokens(), s.data.max_epochs)
         except ValueError as err:

@@ -135,38 +135,33 @@ class Controller:
     # ------------------------------------------------------------------------------------ setup
 
     def _trial_config(self) -> dict[str, Any]:
-        """What, besides the mixture and seed, determines a trial's outcome (part of its id)."""
-        t = self.spec.trainer.model_dump(mode="json")
-        if t["kind"] == "proxy":
-            proxy = self.spec.proxy.model_dump(mode="json")
-            proxy.pop("checkpoint_every_tokens")  # how often a trial saves itself does not change its result
-            proxy.pop("compile")  # nor does compiling it
-            # The budget itself, however it was given: a spec that names its tokens keeps the ids it had.
-            proxy["tokens_per_trial"] = self.spec.proxy.training_tokens()
-            proxy.pop("tokens_per_param")
-            t.update(proxy=proxy, model=preset_json(self.spec.proxy.preset), tokenizer=self.spec.tokenizer.model_dump(mode="json"))
-        if t["kind"] == "replay":  # the table's content, not its path, decides the answers
-            from orchestrator.replay_table import table_digest
+        """What, besides the mixture and seed, determines a trial's outcome (part of its id): the trainer
+        backend's id fields (workers/trainers.py)."""
+        from orchestrator.requests import trial_key
 
-            t["runs"] = table_digest(self.spec.trainer.runs)
-        return t
+        return trial_key(self.spec)
 
     def _prepare_data(self) -> tuple[Any, int]:
         """Tokenise the domains into cached token shards (or find them) and cap the mixture space.
 
         Trials get only the shards' locations (a few hundred bytes) and memory-map them where they
         run: the data's location is a path or URI every node reaches, never the object store."""
+        from orchestrator.requests import data_request, trainer_backend
+        from workers.trainers import REPLAY_MODEL, TOKEN_SHARDS
+
         self._data_journal: dict[str, Any] = {}
-        if self.spec.trainer.kind == "replay":
+        reads = trainer_backend(self.spec).reads_data
+        if reads == REPLAY_MODEL:
             return self._prepare_replay(), 0
-        if self.spec.trainer.kind != "proxy":
+        if reads != TOKEN_SHARDS:
             return None, 0
         from orchestrator.mixture import token_caps
         from workers.data import DataError, data_payload, prepare_domains, prepare_eval_domains
 
         seq_len = self.spec.proxy.seq_len or preset_json(self.spec.proxy.preset)["seq_len"]
-        shards, vocab = prepare_domains(self.spec, seq_len, log=self.log)
-        eval_shards = prepare_eval_domains(self.spec, log=self.log)
+        request = data_request(self.spec)
+        shards, vocab = prepare_domains(request, seq_len, log=self.log)
+        eval_shards = prepare_eval_domains(request, log=self.log)
         tokens = {d: s.train_tokens for d, s in shards.items()}
         self.strategy.domain_tokens = tokens
         try:
@@ -175,7 +170,7 @@ class Controller:
         except ValueError as err:
             raise DataError(str(err)) from None
         self._data_journal = {"domain_tokens": tokens, "caps": caps, "max_epochs": self.spec.data.max_epochs}
-        return data_payload(shards, self.spec, eval_shards), vocab
+        return data_payload(shards, request, eval_shards), vocab
 
     def _prepare_replay(self) -> dict[str, Any]:
         """The replay trainer's fitted simulator, as the arrays every trial predicts from (~0.1 MB)."""
@@ -456,16 +451,11 @@ class Controller:
         elif known.status == TrialStatus.FAILED:
             self.strategy.tell_failed(mixture, known.reason or "failed before")
 
-    def _payload_template(self, vocab: int) -> dict[str, Any]:
-        from workers.train import TrainConfig
+    def _payload_template(self, vocab: int):
+        """The TrialRequest every trial of the sweep shares (workers/protocol.py)."""
+        from orchestrator.requests import trial_template
 
-        base = {"trainer": self.spec.trainer.model_dump(mode="json"), "seed": self.spec.seed, "vocab_size": vocab,
-                "cpus": self.where.num_cpus}
-        if self.spec.trainer.kind == "proxy":
-            base["train_config"] = TrainConfig.from_spec(self.spec.proxy, self.spec.seed).__dict__
-        elif self.spec.trainer.kind == "synthetic":  # its optimum may depend on the model size (scale ladder)
-            base["trainer"]["preset"] = self.spec.proxy.preset
-        return base
+        return trial_template(self.spec, vocab, self.where.num_cpus)
 
     def _start(self, tid: str, mixture: Mixture) -> None:
         tdir = trial_dir(self.dir, tid)
@@ -478,8 +468,8 @@ class Controller:
         # The options journaled with the proposal, so a retry or a resumed sweep runs the trial as it was
         # proposed (a journal from before options were recorded has none: ask the strategy again).
         options = self.state.trials[tid].options
-        payload = {**self._payload_base, "trial": tid, "mixture": mixture.as_dict(), "trial_dir": shared,
-                   "options": options if options is not None else self.strategy.trial_options(mixture)}
+        payload = self._payload_base.for_trial(tid, mixture.as_dict(), shared,
+                                               options if options is not None else self.strategy.trial_options(mixture)).to_json()
         actor, gen = launch(name, payload, self._data_ref, self.where, sweep_namespace(self.store.location))
         now = time.time()
         self.running[gen] = Running(tid, mixture, actor, now, now + (self._timeout_s or math.inf))

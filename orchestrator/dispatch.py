@@ -46,7 +46,7 @@ def sweep_namespace(sweep_location: str) -> str:
     """The Ray namespace of one sweep's trial actors. Trial ids are content hashes of (mixture, trainer,
     seed), so two sweeps on one cluster (two users, or `mixsweep bench`'s parallel sweeps) can hold a
     trial of the same id at once: their actor names must not share a namespace."""
-    from orchestrator.mixture import config_hash
+    from workers.protocol import config_hash
 
     return f"mixsweep-{config_hash(sweep_location)}"
 
@@ -73,19 +73,15 @@ def stop(actor) -> None:
 
 
 def attempt_timeout_s(spec) -> float | None:
-    """Wall time after which an attempt counts as hung, derived from what the trial must do.
-
-    The proxy trainer gets its token budget at a floor of 500 tokens/s (a slow CPU on the debug
-    preset does ~20k) plus 10 minutes for start-up and evaluation; the synthetic and replay trainers 10x their
-    duration plus a minute. A python callable's cost is unknown: no timeout unless the spec sets one.
-    """
+    """Wall time after which an attempt counts as hung: `budget.trial_timeout_s`, else what the trainer's
+    backend derives from what the trial must do (workers/trainers.py: the proxy's token budget at a floor
+    of 500 tokens/s plus 10 minutes, 10x a simulated trainer's duration plus a minute; None for a python
+    callable or a command, whose cost is unknown)."""
     if spec.budget.trial_timeout_s is not None:
         return spec.budget.trial_timeout_s
-    if spec.trainer.kind == "proxy":
-        return spec.proxy.training_tokens() / 500.0 + 600.0
-    if spec.trainer.kind in ("synthetic", "replay"):
-        return 10.0 * spec.trainer.duration_s + 60.0
-    return None
+    from workers.trainers import backend_for
+
+    return backend_for(spec.trainer.kind).timeout(spec.trainer.model_dump(mode="json"), spec.proxy.training_tokens())
 
 
 def died(err: BaseException) -> bool:

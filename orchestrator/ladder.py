@@ -149,17 +149,13 @@ class LadderStage:
         return self._data[preset]
 
     def _payload(self, preset: str) -> dict[str, Any]:
-        from workers.train import TrainConfig
+        """The request every trial at `preset` shares (workers.protocol.TrialRequest as JSON: the rung's
+        model size and training settings)."""
+        from orchestrator.requests import trial_template
 
         c = self.c
-        data_ref, vocab = self._rung_data(preset)
-        trainer = {**c.spec.trainer.model_dump(mode="json")}
-        if trainer["kind"] == "synthetic":
-            trainer["preset"] = preset
-        base = {"trainer": trainer, "seed": c.spec.seed, "vocab_size": vocab, "cpus": c.where.num_cpus}
-        if trainer["kind"] == "proxy":
-            base["train_config"] = TrainConfig.from_spec(rung_spec(c.spec, preset).proxy, c.spec.seed).__dict__
-        return base
+        _, vocab = self._rung_data(preset)
+        return trial_template(rung_spec(c.spec, preset), vocab, c.where.num_cpus).to_json()
 
     def _train(self, preset: str, tids: list[str]) -> None:
         """Keep `budget.concurrency` ladder trials in flight until each completed or failed for good."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -96,12 +95,6 @@ def simplex_to_cube(w: np.ndarray) -> np.ndarray:
         u[..., i] = 1.0 - (1.0 - x) ** (k - 1 - i)
         rest = rest * (1.0 - x)
     return u
-
-
-def config_hash(*parts: object) -> str:
-    """Short content hash of JSON-serialisable parts (trial ids, cache keys)."""
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------- caps

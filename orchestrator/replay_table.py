@@ -15,12 +15,7 @@ from typing import Callable
 import numpy as np
 
 from orchestrator.runs import RunsTable, RunsTableError, read_runs
-from workers.replay import MODEL_VERSION, ReplayModel, fit_replay
-
-
-def table_digest(path: str | Path) -> str:
-    """Content hash of a runs-table file (part of replay trial ids: another table, other trials)."""
-    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:16]
+from workers.replay import MODEL_VERSION, ReplayModel, fit_replay, table_digest
 
 
 def ordered_table(path: str | Path, domains: tuple[str, ...]) -> RunsTable:

@@ -9,7 +9,6 @@ from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token like every Ray cli
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -18,10 +17,10 @@ from pathlib import Path
 
 import orchestrator
 import workers
-from orchestrator.mixture import config_hash
 from orchestrator.spec import SweepSpec
+from workers.files import is_uri
+from workers.protocol import config_hash
 
-_URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
 # What the Jobs API answers while the head's job agent is not up yet (right after `ray start --head`):
 # worth waiting for, unlike every other error.
 NO_AGENT = "No available agent to submit job"
@@ -45,7 +44,7 @@ def submit(spec: SweepSpec, spec_path: Path, address: str, sweep_dir: str, packa
     that the head node can write to: relative paths would land in the job's temporary working dir."""
     from ray.job_submission import JobSubmissionClient
 
-    if not (sweep_dir.startswith("/") or _URI.match(sweep_dir)):
+    if not (sweep_dir.startswith("/") or is_uri(sweep_dir)):
         raise SubmitError(f"--dir {sweep_dir!r} must be an absolute path or URI that the head node can write to")
     staging = Path(tempfile.mkdtemp(prefix="mixsweep-submit-"))
     try:

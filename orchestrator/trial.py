@@ -14,11 +14,14 @@ strategy, so it will not be proposed blindly again.
 from __future__ import annotations
 
 import enum
-import math
-from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from orchestrator.mixture import Mixture, config_hash
+from orchestrator.mixture import Mixture
+# The messages a trial streams back are the workers' protocol; they are re-exported here for the
+# orchestrator's modules that read them with the trial states.
+from workers.protocol import Placement, Progress, TrialResult, config_hash, message_from_json
+
+__all__ = ["TrialStatus", "trial_id", "Placement", "Progress", "TrialResult", "message_from_json"]
 
 
 class TrialStatus(str, enum.Enum):
@@ -35,54 +38,3 @@ class TrialStatus(str, enum.Enum):
 def trial_id(mixture: Mixture, proxy: Mapping[str, Any], seed: int) -> str:
     """Content address of a trial: the same mixture, proxy config and seed is the same trial."""
     return "t" + config_hash(mixture.as_dict(), dict(proxy), seed)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One evaluation during training. Losses in nats/token on each domain's held-out tokens, with their
-    standard errors; `tokens_per_s` is the training speed so far (0 where the trainer does not say)."""
-
-    step: int
-    tokens: int
-    losses: dict[str, float]
-    elapsed_s: float = 0.0
-    loss_stderr: dict[str, float] = field(default_factory=dict)
-    tokens_per_s: float = 0.0
-    weights: dict[str, float] | None = None  # online mixing (DoReMi): the domain weights at this step
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "progress", **asdict(self)}
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """Final per-domain validation losses (nats/token) and their standard errors."""
-
-    losses: dict[str, float]
-    loss_stderr: dict[str, float] = field(default_factory=dict)
-    tokens: int = 0
-    steps: int = 0
-    wall_s: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "result", **asdict(self)}
-
-    def is_finite(self) -> bool:
-        return bool(self.losses) and all(math.isfinite(v) for v in self.losses.values())
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where an attempt runs: the first message every trial actor streams."""
-
-    node_id: str
-    pid: int
-    gpus: list
-
-
-def message_from_json(obj: Mapping[str, Any]) -> Progress | TrialResult | Placement:
-    """Decode what a trial actor streamed back."""
-    body = {k: v for k, v in obj.items() if k != "kind"}
-    kinds = {"progress": Progress, "result": TrialResult, "placed": Placement}
-    return kinds[obj.get("kind", "result")](**body)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 import pkgutil
 import time
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from orchestrator.mixture import config_hash
-from orchestrator.trial import Progress, TrialResult
+from workers.protocol import Progress, TrialRequest, TrialResult, config_hash
 
 
 def default_optimum(domains: list[str]) -> dict[str, float]:
@@ -68,6 +67,17 @@ def run_synthetic(mixture: Mapping[str, float], config: Mapping, seed: int, repo
         report(Progress(step=i, tokens=i * 1000, losses=losses, elapsed_s=time.perf_counter() - t0))
     stderr = {d: float(config.get("noise", 0.0)) for d in domains}
     return TrialResult(losses=final, loss_stderr=stderr, tokens=n * 1000, steps=n, wall_s=time.perf_counter() - t0)
+
+
+def run_synthetic_trial(request: TrialRequest, data: Any, report: Callable[[Progress], None]) -> TrialResult:
+    """The `synthetic` entry of workers/trainers.py: losses of a model of the request's preset (scale ladders)."""
+    config = {**request.trainer, **({"preset": request.preset} if request.preset else {})}
+    return run_synthetic(request.mixture, config, request.trainer_seed, report)
+
+
+def run_python_trial(request: TrialRequest, data: Any, report: Callable[[Progress], None]) -> TrialResult:
+    """The `python` entry of workers/trainers.py."""
+    return run_python(request.mixture, request.trainer["callable"], request.trainer_seed, report)
 
 
 def run_python(mixture: Mapping[str, float], ref: str, seed: int, report: Callable[[Progress], None]) -> TrialResult:

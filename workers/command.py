@@ -54,7 +54,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from orchestrator.trial import Progress, TrialResult
+from workers.protocol import Progress, TrialRequest, TrialResult
 
 PLACEHOLDERS = ("mixture_path", "seed", "trial")
 LOG_NAME = "command.log"
@@ -210,6 +210,12 @@ def _drain_stderr(stream, tail: deque, log: _Log) -> None:
         if line.strip():
             tail.append(line.strip())
         log.write("[stderr] " + line)
+
+
+def run_trial(request: TrialRequest, data: Any, report: Callable[[Progress], None]) -> TrialResult:
+    """The `command` entry of workers/trainers.py."""
+    return run_command(request.mixture, request.trainer, request.trainer_seed, report, trial_dir=request.trial_dir,
+                       trial=request.trial)
 
 
 def run_command(mixture: Mapping[str, float], config: Mapping[str, Any], seed: int,

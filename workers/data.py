@@ -24,19 +24,72 @@ import json
 import os
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from orchestrator.mixture import config_hash
-from orchestrator.storage import is_uri
+from workers.files import is_uri
+from workers.protocol import config_hash
 from workers.shards import RawWriter, ShardMismatch, ShardSet, choose_validation, open_shards, read_manifest, split_raw, upload, write_manifest
 
 
 class DataError(ValueError):
     """One-line, user-facing data problem naming the domain and file."""
+
+
+# ------------------------------------------------------------------------------------------ request
+
+
+@dataclass(frozen=True)
+class DomainSource:
+    """Where one domain's text comes from and how it is read (a spec's `domains.<name>`, as plain data).
+
+    One of `demo` (a built-in corpus) or `path` (files, globs, or a saved dataset directory)."""
+
+    demo: str | None = None
+    path: str | list[str] | None = None
+    format: str = "auto"  # auto | text | jsonl | parquet | hf_disk | hf_files
+    text_column: str = "text"
+    split: str = "train"  # hf_disk / hf_files: the split to read
+    max_bytes: int | None = None  # read at most this many bytes of UTF-8 text
+
+    def paths(self) -> list[str]:
+        if self.path is None:
+            return []
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+    def reading(self) -> dict[str, Any]:
+        """How the files are read: every field but where they are (part of the cache key)."""
+        return {k: v for k, v in asdict(self).items() if k != "path"}
+
+
+@dataclass(frozen=True)
+class TokenizerSource:
+    """`bytes`, or a local Hugging Face tokenizer (`huggingface` and the path of its tokenizer.json or directory)."""
+
+    kind: str = "bytes"
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What preparing a sweep's data needs: the domains' sources, the tokenizer, where the cache is, how
+    much to hold out. The orchestrator builds it from the spec (orchestrator/requests.py)."""
+
+    domains: dict[str, DomainSource]
+    eval_domains: dict[str, DomainSource] = field(default_factory=dict)  # held out: evaluated, never trained on
+    tokenizer: TokenizerSource = TokenizerSource()
+    cache_dir: str = "~/.cache/mixsweep"  # demo corpora, digests and node-local shard copies (a local path)
+    shard_dir: str | None = None  # where token shards are kept: a path or URI every node reaches
+    ray_data_min_bytes: int = 256 << 20  # domains this large are tokenised by Ray Data tasks
+    val_tokens: int = 16_384  # held-out validation tokens per domain
+    seed: int = 0  # chooses the held-out documents
+
+    def shard_root(self) -> str:
+        root = self.shard_dir or f"{self.cache_dir.rstrip('/')}/shards"
+        return root if is_uri(root) else str(Path(root).expanduser())
 
 
 # ---------------------------------------------------------------------------------------- tokenizers
@@ -78,8 +131,9 @@ class HFTokenizer:
         return [np.asarray(e.ids, dtype=dtype) for e in self._tok.encode_batch(texts)]
 
 
-def load_tokenizer(spec) -> ByteTokenizer | HFTokenizer:
-    return ByteTokenizer() if spec.kind == "bytes" else HFTokenizer(spec.path)
+def load_tokenizer(source: TokenizerSource) -> ByteTokenizer | HFTokenizer:
+    """The tokenizer a `TokenizerSource` (or anything with its `kind` and `path`) names."""
+    return ByteTokenizer() if source.kind == "bytes" else HFTokenizer(source.path)
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -311,9 +365,7 @@ def _tokenise_in_process(name: str, dspec, files: list[Path], cache_dir: Path, t
 
 @functools.lru_cache(maxsize=4)
 def _worker_tokenizer(kind: str, path: str | None):
-    from types import SimpleNamespace
-
-    return load_tokenizer(SimpleNamespace(kind=kind, path=path))
+    return load_tokenizer(TokenizerSource(kind, path))
 
 
 def _ray_read_file(row: dict, name: str, fmt: str, text_column: str) -> list[dict]:
@@ -374,27 +426,22 @@ def _file_digest(path: Path, cache_dir: Path) -> str:
     return h.hexdigest()
 
 
-def _shard_root(spec) -> str:
-    root = spec.data.shard_dir or f"{spec.data.cache_dir.rstrip('/')}/shards"
-    return root if is_uri(root) else str(Path(root).expanduser())
-
-
-def prepare_domain(name: str, dspec, spec, tokenizer, log=print, section: str = "domains") -> ShardSet:
+def prepare_domain(name: str, dspec: DomainSource, request: DataRequest, tokenizer, log=print,
+                   section: str = "domains") -> ShardSet:
     """The domain's cache entry, tokenised now if no finished entry has its key.
 
     The key hashes the source files' contents (not their names), how they are read, the tokenizer's
     location, the validation size and the seed: the same corpus copied elsewhere hits the same entry.
     """
-    cache_dir = Path(spec.data.cache_dir).expanduser()
+    cache_dir = Path(request.cache_dir).expanduser()
     files = _domain_sources(name, dspec, cache_dir)
-    reading = dspec.model_dump(mode="json", exclude={"path"})
+    reading = dspec.reading()
     if dspec.format == "hf_disk":  # file names inside a saved dataset are part of its layout
         fingerprint = sorted((str(f.relative_to(Path(dspec.paths()[0]).expanduser())), _file_digest(f, cache_dir)) for f in files)
     else:
         fingerprint = [_file_digest(f, cache_dir) for f in files]
-    key = config_hash("shards-v1", fingerprint, reading, spec.tokenizer.model_dump(mode="json"),
-                      spec.proxy.val_tokens_per_domain, spec.seed)
-    location = f"{_shard_root(spec).rstrip('/')}/{name}-{key}"
+    key = config_hash("shards-v1", fingerprint, reading, asdict(request.tokenizer), request.val_tokens, request.seed)
+    location = f"{request.shard_root().rstrip('/')}/{name}-{key}"
     found = read_manifest(location)
     if found is not None:
         if found.tokenizer != tokenizer.identity:
@@ -407,9 +454,9 @@ def prepare_domain(name: str, dspec, spec, tokenizer, log=print, section: str = 
     writer = RawWriter(raw, np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32)
     size = sum(f.stat().st_size for f in files)
     try:
-        if size >= spec.data.ray_data_min_bytes and dspec.max_bytes is None and dspec.demo is None:
+        if size >= request.ray_data_min_bytes and dspec.max_bytes is None and dspec.demo is None:
             log(f"tokenising domain {name} with Ray Data ({size:,} bytes)")
-            _tokenise_with_ray(name, dspec, files, cache_dir, spec.tokenizer, writer)
+            _tokenise_with_ray(name, dspec, files, cache_dir, request.tokenizer, writer)
         else:
             _tokenise_in_process(name, dspec, files, cache_dir, tokenizer, writer)
         batch_lengths = writer.close()
@@ -417,11 +464,11 @@ def prepare_domain(name: str, dspec, spec, tokenizer, log=print, section: str = 
         where = ", ".join(map(str, files[:3])) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
         if not len(lengths):
             raise DataError(f"domain {name!r}: {where} hold no text; point `{section}.{name}` at non-empty files")
-        val_tokens = spec.proxy.val_tokens_per_domain
+        val_tokens = request.val_tokens
         if lengths.sum() - lengths.max() < val_tokens:  # the split needs whole units on both sides
             raise DataError(f"domain {name!r}: {where} hold {int(lengths.sum()):,} tokens, too few to "
                             f"hold out {val_tokens:,} validation tokens and still train; add data or lower `proxy.val_tokens_per_domain`")
-        is_val = choose_validation(lengths, val_tokens, spec.seed)
+        is_val = choose_validation(lengths, val_tokens, request.seed)
         meta = {"tokenizer": tokenizer.identity, "domain": name}
         train_files, n_train, n_val = split_raw(raw, batch_lengths, is_val, entry, meta)
     finally:
@@ -436,16 +483,16 @@ def prepare_domain(name: str, dspec, spec, tokenizer, log=print, section: str = 
     return shards
 
 
-def prepare_domains(spec, seq_len: int, log=print) -> tuple[dict[str, ShardSet], int]:
+def prepare_domains(request: DataRequest, seq_len: int, log=print) -> tuple[dict[str, ShardSet], int]:
     """Tokenise (or find in the cache) every domain; returns ({domain: its shards}, vocab size).
 
     Raises DataError before any training when a domain has no data, cannot be read, was cached with
     another tokenizer, or is too small to hold out its validation split and train on `seq_len` windows.
     """
-    tokenizer = load_tokenizer(spec.tokenizer)
+    tokenizer = load_tokenizer(request.tokenizer)
     out: dict[str, ShardSet] = {}
-    for name, dspec in spec.domains.items():
-        shards = prepare_domain(name, dspec, spec, tokenizer, log)
+    for name, dspec in request.domains.items():
+        shards = prepare_domain(name, dspec, request, tokenizer, log)
         need = 4 * (seq_len + 1)
         if shards.train_tokens < need:
             raise DataError(f"domain {name!r}: {shards.train_tokens:,} training tokens after holding out "
@@ -455,15 +502,15 @@ def prepare_domains(spec, seq_len: int, log=print) -> tuple[dict[str, ShardSet],
     return out, tokenizer.vocab_size
 
 
-def prepare_eval_domains(spec, log=print) -> dict[str, ShardSet]:
+def prepare_eval_domains(request: DataRequest, log=print) -> dict[str, ShardSet]:
     """Tokenise (or find) the held-out `eval_domains` sets. They are cached like domains; trials read
     only their validation split (`proxy.val_tokens_per_domain` tokens, whole documents), so a set
     evaluates the same tokens in every trial and sweep."""
-    if not spec.eval_domains:
+    if not request.eval_domains:
         return {}
-    tokenizer = load_tokenizer(spec.tokenizer)
-    return {name: prepare_domain(name, dspec, spec, tokenizer, log, section="eval_domains")
-            for name, dspec in spec.eval_domains.items()}
+    tokenizer = load_tokenizer(request.tokenizer)
+    return {name: prepare_domain(name, dspec, request, tokenizer, log, section="eval_domains")
+            for name, dspec in request.eval_domains.items()}
 
 
 def open_domains(data: Mapping[str, Any], section: str = "domains") -> dict[str, DomainTokens]:
@@ -481,10 +528,11 @@ def open_domains(data: Mapping[str, Any], section: str = "domains") -> dict[str,
     return out
 
 
-def data_payload(shards: Mapping[str, ShardSet], spec, eval_shards: Mapping[str, ShardSet] | None = None) -> dict[str, Any]:
+def data_payload(shards: Mapping[str, ShardSet], request: DataRequest,
+                 eval_shards: Mapping[str, ShardSet] | None = None) -> dict[str, Any]:
     """The small, JSON-only description of the data handed to every trial actor."""
-    return {"domains": {d: s.to_json() for d, s in shards.items()}, "local_cache": spec.data.cache_dir,
-            "val_tokens": spec.proxy.val_tokens_per_domain,
+    return {"domains": {d: s.to_json() for d, s in shards.items()}, "local_cache": request.cache_dir,
+            "val_tokens": request.val_tokens,
             "eval_domains": {d: s.to_json() for d, s in (eval_shards or {}).items()}}
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from orchestrator.trial import Progress
+from workers.protocol import Progress
 
 
 class OnlineMixError(ValueError):

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from orchestrator.trial import Progress, TrialResult
+from workers.protocol import Progress, TrialRequest, TrialResult
 
 SQRT5 = math.sqrt(5.0)
 # L-BFGS-B steps when fitting the simulator's hyperparameters: a one-off per table, so it is fitted
@@ -146,6 +146,23 @@ def fit_replay(W: np.ndarray, L: np.ndarray, domains: tuple[str, ...], loss_doma
         alpha[j] = np.linalg.solve(K + noise[j] * np.eye(n), Ys[:, j] - constant[j])
     return ReplayModel(tuple(domains), tuple(loss_domains), Z, alpha, lengthscale, outputscale, constant,
                        y_mean, y_std, np.sqrt(noise) * y_std)
+
+
+def table_digest(path: str | Path) -> str:
+    """Content hash of a runs-table file (part of replay trial ids: another table, other trials)."""
+    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:16]
+
+
+def id_fields(trainer: Mapping[str, Any], proxy: Mapping[str, Any], tokenizer: Mapping[str, Any]) -> dict[str, Any]:
+    """The `replay` entry's trial identity: the trainer config with the table's content, not its path
+    (the same table moved elsewhere answers the same)."""
+    return {**trainer, "runs": table_digest(trainer["runs"])}
+
+
+def run_trial(request: TrialRequest, data: Mapping[str, Any], report: Callable[[Progress], None]) -> TrialResult:
+    """The `replay` entry of workers/trainers.py; `data` is the fitted simulator (`ReplayModel.to_payload`)."""
+    return run_replay(request.mixture, request.trainer, ReplayModel.from_payload(data), request.trial,
+                      request.trainer_seed, report)
 
 
 def trial_rng(trial: str, seed: int) -> np.random.Generator:

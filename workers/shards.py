@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from orchestrator.storage import is_uri
+from workers.files import is_uri
 
 # 32M uint16 tokens = 64 MiB per train shard: big enough that a window rarely needs another file,
 # small enough that the writer buffers one shard at a time and a URI copy can resume per file.
@@ -152,7 +152,7 @@ def write_manifest(entry: Path, shards: ShardSet) -> None:
 
 def read_manifest(location: str) -> ShardSet | None:
     """The entry's manifest at a path or URI; None when the entry is missing or unfinished."""
-    from orchestrator.storage import read_bytes
+    from workers.files import read_bytes
 
     blob = read_bytes(f"{location.rstrip('/')}/{MANIFEST}")
     if blob is None:

@@ -11,13 +11,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from orchestrator.trial import Progress, TrialResult
+from workers.protocol import Progress, TrialRequest, TrialResult
 from workers.data import MixtureSampler
 from workers.evaluate import evaluate
 from workers.model import PRESETS, build_model
@@ -182,7 +182,7 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
             "compiled": forward is not model, "autocast": str(amp).removeprefix("torch.") if amp else None,
             "throughput": meter.current().to_json()}
     if token_logprobs_to:
-        from orchestrator.storage import write_arrays
+        from workers.files import write_arrays
         from workers.experts import token_logprobs
 
         write_arrays(token_logprobs_to, token_logprobs(model, val, seq_len, batch_size, device, amp))
@@ -194,6 +194,58 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
         info["final_weights"] = final_weights_to
     return TrialResult(losses=losses, loss_stderr=stderr, tokens=sampler.tokens, steps=sampler.n_steps,
                        wall_s=time.perf_counter() - t0, info=info)
+
+
+# ------------------------------------------------------------------------- the proxy trainer's backend
+
+
+def run_trial(request: TrialRequest, data: Mapping[str, Any], report: Callable[[Progress], None]) -> TrialResult:
+    """One proxy trial (the `proxy` entry of workers/trainers.py): open the data the orchestrator
+    prepared (`workers.data.data_payload`) and train on it."""
+    from workers.data import open_domains
+
+    torch.set_num_threads(max(1, int(request.cpus)))
+    train_config = dict(request.train_config or {})
+    config = TrainConfig(**{**train_config, "seed": train_config.get("seed", request.seed) + request.seed_offset})
+    # The data payload names the shards; they are memory-mapped here (copied to this node once for a URI).
+    opened = open_domains(data)
+    train = {d: t.train for d, t in opened.items()}
+    val = {d: t.val for d, t in opened.items()}
+    # Held-out sets (spec `eval_domains`) are evaluated like domains but never sampled for training.
+    val.update({d: t.val for d, t in open_domains(data, "eval_domains").items()})
+    # Per-trial options the strategy asked for (Strategy.trial_options; part of the trial id). Files go to
+    # the trial's directory, a path or URI that every node reaches.
+    options = request.options
+    logprobs_to = f"{request.trial_dir}/token_logprobs.npz" if options.get("token_logprobs") else None
+    weights_to = f"{request.trial_dir}/final_weights.pt" if options.get("save_final_weights") else None
+    online = None
+    if "online" in options:
+        from workers.online import build_online
+
+        online = build_online(options["online"], list(train), config.preset, int(request.vocab_size), config.resolved()[0])
+    return train_proxy(config, request.mixture, train, val, int(request.vocab_size), report, device=request.device,
+                       checkpoint_dir=request.trial_dir, token_logprobs_to=logprobs_to, online=online,
+                       final_weights_to=weights_to)
+
+
+# What the trial's budget, evaluation and model are decides its losses; how often it saves itself and
+# whether it is compiled do not (left out of the trial id).
+_NOT_IN_ID = ("checkpoint_every_tokens", "compile")
+
+
+def id_fields(trainer: Mapping[str, Any], proxy: Mapping[str, Any], tokenizer: Mapping[str, Any]) -> dict[str, Any]:
+    """What besides the mixture and seed determines a proxy trial's outcome: the proxy settings (the
+    budget in tokens), the model's shape and the tokenizer."""
+    from workers.model import preset_json
+
+    settings = {k: v for k, v in proxy.items() if k not in _NOT_IN_ID}
+    return {**trainer, "proxy": settings, "model": preset_json(settings["preset"]), "tokenizer": dict(tokenizer)}
+
+
+def timeout(trainer: Mapping[str, Any], tokens: int) -> float:
+    """The token budget at a floor of 500 tokens/s (a slow CPU on the debug preset does ~20k), plus 10
+    minutes for start-up and evaluation."""
+    return tokens / 500.0 + 600.0
 
 
 def _to(batch: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -214,7 +266,7 @@ class Checkpointer:
 
     def restore(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, dict, dict]:
         """(first step to run, last losses, last stderr); step 0 when there is no checkpoint."""
-        from orchestrator.storage import read_bytes
+        from workers.files import read_bytes
 
         blob = read_bytes(self.location) if self.location else None
         if blob is None:
@@ -227,7 +279,7 @@ class Checkpointer:
         return state["step"], state["losses"], state["stderr"]
 
     def maybe_save(self, step: int, model, opt, losses: dict, stderr: dict) -> None:
-        from orchestrator.storage import write_bytes
+        from workers.files import write_bytes
 
         if self.location is None or step % self.every:
             return
@@ -240,7 +292,7 @@ class Checkpointer:
     @staticmethod
     def write_weights(location: str, model: torch.nn.Module) -> None:
         """The model's weights alone (no optimiser), whole, at a path or URI (another node may read them)."""
-        from orchestrator.storage import write_bytes
+        from workers.files import write_bytes
 
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
@@ -249,7 +301,7 @@ class Checkpointer:
     @staticmethod
     def read_weights(location: str) -> dict[str, torch.Tensor] | None:
         """Weights written by `write_weights`, on the CPU; None if there is no file."""
-        from orchestrator.storage import read_bytes
+        from workers.files import read_bytes
 
         blob = read_bytes(str(location))
         if blob is None:

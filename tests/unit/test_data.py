@@ -7,7 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from orchestrator.requests import data_request
 from orchestrator.spec import parse_spec
+from workers.protocol import config_hash
 from workers import data as data_mod
 from workers.data import DataError, MixtureSampler, data_payload, open_domains, prepare_domains, sequences_per_domain
 
@@ -53,8 +55,8 @@ def test_sampler_batches_are_reproducible_per_step():
 
 
 def _open(spec, seq_len=128):
-    shards, vocab = prepare_domains(spec, seq_len=seq_len, log=lambda m: None)
-    return open_domains(data_payload(shards, spec)), shards, vocab
+    shards, vocab = prepare_domains(data_request(spec), seq_len=seq_len, log=lambda m: None)
+    return open_domains(data_payload(shards, data_request(spec))), shards, vocab
 
 
 def _flat(t) -> np.ndarray:
@@ -85,18 +87,30 @@ def test_the_same_content_elsewhere_hits_the_same_cache_entry(text_domains, tmp_
     shutil.copytree(text_domains["vowels"], copy)
     one = _spec({"a": {"path": str(text_domains["vowels"])}, "b": {"path": str(text_domains["digits"])}}, tmp_path)
     two = _spec({"a": {"path": str(copy)}, "b": {"path": str(text_domains["digits"])}}, tmp_path)
-    first, _ = prepare_domains(one, seq_len=128, log=lambda m: None)
-    second, _ = prepare_domains(two, seq_len=128, log=lambda m: None)
+    first, _ = prepare_domains(data_request(one), seq_len=128, log=lambda m: None)
+    second, _ = prepare_domains(data_request(two), seq_len=128, log=lambda m: None)
     assert first["a"].location == second["a"].location
     (copy / "part0.txt").write_text("changed " * 500)
-    third, _ = prepare_domains(two, seq_len=128, log=lambda m: None)
+    third, _ = prepare_domains(data_request(two), seq_len=128, log=lambda m: None)
     assert third["a"].location != first["a"].location
+
+
+def test_cache_keys_are_computed_from_the_spec_as_before(text_domains, tmp_path):
+    """The data request hashes what the spec always did, so token shards cached before it existed are reused."""
+    spec = _spec({"a": {"path": str(text_domains["vowels"]), "max_bytes": 50_000}, "b": {"path": str(text_domains["digits"])}}, tmp_path)
+    shards, _ = prepare_domains(data_request(spec), seq_len=128, log=lambda m: None)
+    cache = tmp_path / "cache"
+    for name, dspec in spec.domains.items():
+        files = data_mod.source_files(name, dspec.paths())
+        key = config_hash("shards-v1", [data_mod._file_digest(f, cache) for f in files], dspec.model_dump(mode="json", exclude={"path"}),
+                          spec.tokenizer.model_dump(mode="json"), spec.proxy.val_tokens_per_domain, spec.seed)
+        assert shards[name].location == str(cache / "shards" / f"{name}-{key}")
 
 
 def test_trials_memory_map_the_shards(text_domains, tmp_path):
     spec = _spec({n: {"path": str(p)} for n, p in text_domains.items()}, tmp_path)
     tokens, shards, _ = _open(spec)
-    payload = data_payload(shards, spec)
+    payload = data_payload(shards, data_request(spec))
     assert len(json.dumps(payload)) < 2000  # what an actor is handed: names, not tokens
     for t in tokens.values():
         for arr in (*t.train, t.val):
@@ -203,7 +217,7 @@ def test_bad_data_is_one_line_naming_the_domain(tmp_path, text_domains, setup, e
     setup(bad)
     spec = _spec({"good": {"path": str(text_domains["vowels"])}, "broken": {"path": str(bad / "x*")}}, tmp_path)
     with pytest.raises(DataError) as err:
-        prepare_domains(spec, seq_len=128, log=lambda m: None)
+        prepare_domains(data_request(spec), seq_len=128, log=lambda m: None)
     msg = str(err.value)
     assert "'broken'" in msg and expected in msg and "\n" not in msg
 
@@ -223,11 +237,11 @@ def test_shards_made_with_another_tokenizer_are_refused(text_domains, tmp_path):
     tok = _bpe(tmp_path / "tokenizer.json", corpus, 120)
     spec = parse_spec({"domains": {n: {"path": str(p)} for n, p in text_domains.items()}, "tokenizer": str(tok),
                        "proxy": {"val_tokens_per_domain": 512}, "data": {"cache_dir": str(tmp_path / "cache")}})
-    shards, _ = prepare_domains(spec, seq_len=32, log=lambda m: None)
-    payload = data_payload(shards, spec)
+    shards, _ = prepare_domains(data_request(spec), seq_len=32, log=lambda m: None)
+    payload = data_payload(shards, data_request(spec))
     _bpe(tok, corpus, 90)  # another tokenizer saved over the same file: same cache slot, other ids
     with pytest.raises(DataError) as err:
-        prepare_domains(spec, seq_len=32, log=lambda m: None)
+        prepare_domains(data_request(spec), seq_len=32, log=lambda m: None)
     msg = str(err.value)
     assert "'vowels'" in msg and "tokenizer" in msg and "delete" in msg and "\n" not in msg
     # A trial checks the shards it opens against the sweep's tokenizer too.
@@ -249,7 +263,7 @@ def test_bad_hugging_face_sources_are_one_line(tmp_path, text_domains, setup, fm
     path = bad / ("x" if fmt == "hf_disk" else "x*")  # hf_disk names one directory
     spec = _spec({"good": {"path": str(text_domains["vowels"])}, "broken": {"path": str(path), "format": fmt}}, tmp_path)
     with pytest.raises(DataError) as err:
-        prepare_domains(spec, seq_len=128, log=lambda m: None)
+        prepare_domains(data_request(spec), seq_len=128, log=lambda m: None)
     msg = str(err.value)
     assert "'broken'" in msg and str(bad) in msg and expected in msg and "\n" not in msg
 
@@ -265,9 +279,9 @@ def test_ray_data_path_writes_the_same_shards(ray_session, text_domains, tmp_pat
     ray_path = parse_spec({"domains": domains, "proxy": {"val_tokens_per_domain": 2048},
                            "data": {"cache_dir": str(tmp_path / "b"), "ray_data_min_bytes": 0}})
     logs: list[str] = []
-    one, _ = prepare_domains(local, seq_len=128, log=logs.append)
+    one, _ = prepare_domains(data_request(local), seq_len=128, log=logs.append)
     assert not any("Ray Data" in m for m in logs)
-    two, _ = prepare_domains(ray_path, seq_len=128, log=logs.append)
+    two, _ = prepare_domains(data_request(ray_path), seq_len=128, log=logs.append)
     assert sum("Ray Data" in m for m in logs) == 3
     for d in domains:
         assert one[d].to_json() | {"location": ""} == two[d].to_json() | {"location": ""}
@@ -279,13 +293,13 @@ def test_shards_at_a_uri_are_copied_to_the_node_once(text_domains, tmp_path):
     spec = parse_spec({"domains": {n: {"path": str(p)} for n, p in text_domains.items()},
                        "proxy": {"val_tokens_per_domain": 2048},
                        "data": {"cache_dir": str(tmp_path / "node"), "shard_dir": f"file://{tmp_path / 'bucket'}"}})
-    shards, _ = prepare_domains(spec, seq_len=128, log=lambda m: None)
+    shards, _ = prepare_domains(data_request(spec), seq_len=128, log=lambda m: None)
     assert all(s.location.startswith("file://") for s in shards.values())
     assert (tmp_path / "bucket" / Path(shards["vowels"].location).name / "manifest.json").exists()
-    tokens = open_domains(data_payload(shards, spec))
+    tokens = open_domains(data_payload(shards, data_request(spec)))
     local = tmp_path / "node" / "shards" / Path(shards["vowels"].location).name / "train-00000.arrow"
     stamp = local.stat().st_mtime_ns
-    again = open_domains(data_payload(shards, spec))  # already on this node: not copied again
+    again = open_domains(data_payload(shards, data_request(spec)))  # already on this node: not copied again
     assert local.stat().st_mtime_ns == stamp
     assert np.array_equal(again["vowels"].val, tokens["vowels"].val) and not tokens["vowels"].train[0].flags.owndata
 
