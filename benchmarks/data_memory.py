@@ -19,6 +19,7 @@ is what a trial holds and what grows with the corpus when tokens are loaded; the
 printed for both paths.
 
 Usage: .venv/bin/python benchmarks/data_memory.py [--tokens 40000000] [--budget 4000000] [--keep DIR]
+       .venv/bin/python benchmarks/data_memory.py --smoke   # seconds: N = 400k tokens, budget 40k
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--keep", type=Path, default=None, help="build corpora and cache here (default: a temp dir, removed)")
     ap.add_argument("--trial", nargs=2, metavar=("PAYLOAD", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true", help="seconds: N = 400,000 tokens, budget 40,000, 4 x 64-token rows")
     args = ap.parse_args()
+    if args.smoke:
+        args.tokens, args.budget, args.seq_len, args.batch = 400_000, 40_000, 64, 4
     if args.trial:
         print(json.dumps(trial(args.trial[0], args.trial[1], args.budget, args.seq_len, args.batch)))
         return
@@ -125,7 +129,7 @@ def main() -> None:
             domains = write_corpus(root / f"corpus-{label}", n, seed=1)
             t1 = time.perf_counter()
             spec = parse_spec({"domains": {d: {"path": str(p)} for d, p in domains.items()},
-                               "proxy": {"val_tokens_per_domain": 65_536, "tokens_per_trial": args.budget},
+                               "proxy": {"val_tokens_per_domain": min(65_536, args.tokens // 8), "tokens_per_trial": args.budget},
                                "data": {"cache_dir": str(root / "cache")}})
             shards, _ = prepare_domains(data_request(spec), args.seq_len, log=lambda m: None)
             t2 = time.perf_counter()

@@ -8,11 +8,14 @@ the reference model is a plain trial trained first. Each trial is timed `--repea
 fastest run is kept (the machine may be shared). Prints tokens/s of both and the ratio.
 
 Usage: .venv/bin/python benchmarks/doremi_overhead.py [--preset debug] [--steps 60] [--repeats 3] [--device cpu]
+                                                       [--threads N]
+       .venv/bin/python benchmarks/doremi_overhead.py --smoke   # seconds: debug, 3 steps, 1 repeat
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workers.online import build_online
-from workers.presets import PRESETS
-from workers.train import TrainConfig, train_proxy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workers.online import build_online  # noqa: E402
+from workers.presets import PRESETS  # noqa: E402
+from workers.train import TrainConfig, train_proxy  # noqa: E402
 
 VOCAB = 32
 
@@ -43,7 +48,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--smoke", action="store_true", help="seconds: 3 steps, 1 repeat, 1 thread (same preset and device)")
     args = ap.parse_args()
+    if args.smoke:
+        args.steps, args.repeats, args.threads = 3, 1, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     p = PRESETS[args.preset]
     train, val = domains(max(200_000, 4 * p.seq_len * p.batch_size))
     config = TrainConfig(preset=args.preset, tokens=args.steps * p.seq_len * p.batch_size, eval_every_tokens=10**12)

@@ -60,7 +60,8 @@ def main() -> None:
         args.strategies, args.objectives, args.budget, args.concurrency, args.seeds = "gp,sobol", "loss.x", 4, 2, 1
     if args.runs is None:
         ap.error("--runs TABLE is required (or --smoke)")
-    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=2 if args.smoke else None, include_dashboard=False,
+             logging_level=logging.WARNING, log_to_driver=False)
     cache = str(args.out / "cache") if args.smoke else "~/.cache/mixsweep"
     for objective in args.objectives.split(","):
         t0 = time.perf_counter()

@@ -5,19 +5,23 @@ controller writes it, and the frozen spec.yaml), with analytic per-domain losses
 trainer (`workers.backends.synthetic_losses`, 4 domains, Sobol mixtures plus noise). Each N is written
 twice, differing only in `strategy.kind`:
 
-  sobol   the baseline: no surrogate, so the report draws the figures and the page from observed
-          values only
+  sobol   the baseline: a strategy without a surrogate. Since the report predicts baselines for every
+          strategy, it fits a GP of its own here (report.ReportGP) for the predictions and the
+          leave-one-out; only sweeps with fewer than 3 completed trials are drawn from observed
+          values alone
   gp      the report rebuilds the GP strategy by re-telling the journal, predicts the baselines, and
           refits the GP once per left-out trial (at most report.LOO_MAX_TRIALS of them)
 
 and times `write_report` on each (best of --repeats), printing seconds and the ratio gp / sobol.
 
 Usage: .venv/bin/python benchmarks/report_cost.py [--trials 8 20 40 80] [--repeats 2]
+       .venv/bin/python benchmarks/report_cost.py --smoke   # seconds: 6 trials, 1 repeat
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,11 +29,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from orchestrator.journal import Journal
-from orchestrator.optimize import sobol_simplex
-from orchestrator.report import LOO_MAX_TRIALS, write_report
-from orchestrator.spec import parse_spec
-from workers.backends import synthetic_losses
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orchestrator.journal import Journal  # noqa: E402
+from orchestrator.optimize import sobol_simplex  # noqa: E402
+from orchestrator.report import LOO_MAX_TRIALS, write_report  # noqa: E402
+from orchestrator.spec import parse_spec  # noqa: E402
+from workers.backends import synthetic_losses  # noqa: E402
 
 DOMAINS = ("books", "code", "math", "legal")
 OPTIMUM = dict(zip(DOMAINS, (0.4, 0.3, 0.2, 0.1)))
@@ -76,10 +82,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, nargs="+", default=[8, 20, 40, 80])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="seconds: one sweep size of 6 trials, 1 repeat")
     args = ap.parse_args()
+    if args.smoke:
+        args.trials, args.repeats = [6], 1
     with tempfile.TemporaryDirectory() as tmp:
         warm = Path(tmp) / "warm"
-        build_sweep(warm, 8, "gp")
+        build_sweep(warm, min(8, *args.trials), "gp")
         write_report(warm)  # imports (torch, BoTorch, matplotlib) are not the report's cost
         print(f"write_report wall time, best of {args.repeats} (LOO refits at most {LOO_MAX_TRIALS} trials)")
         print(f"{'trials':>7} {'sobol (observed only) s':>24} {'gp (surrogate + LOO) s':>23} {'ratio gp/sobol':>15}")

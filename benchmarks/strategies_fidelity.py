@@ -14,12 +14,17 @@ sweep's faster default (50 instead of 200 L-BFGS steps).
 
 Usage: .venv/bin/python benchmarks/strategies_fidelity.py --runs /work/shared/data/regmix_1m_train.csv
        [--n 64] [--draws 5] [--strategies gp,gp:sweep,regmix,mixing_law,bimix] [--seed 0]
+       .venv/bin/python benchmarks/strategies_fidelity.py --smoke   # seconds: a generated 96-run table
+
+--smoke fits on 64 of 96 generated runs (3 domains pile_cc, b, c, each evaluated; a smooth truth with
+noise 0.02), one draw, strategies gp, gp:sweep and bimix.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +37,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from orchestrator.objective import Objective  # noqa: E402
 from orchestrator.recommend import fit_strategy  # noqa: E402
 from orchestrator.runs import RunsTable, read_runs  # noqa: E402
+
+
+def tiny_table(path: Path) -> None:
+    """--smoke: 96 runs over domains pile_cc, b, c, each evaluated: a smooth truth plus noise 0.02."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    W = rng.dirichlet(np.ones(3), 96)
+    L = np.array([3.0, 2.5, 2.8]) - np.array([0.8, 0.6, 0.4]) * np.sqrt(W) + 0.1 * W[:, [1, 2, 0]]
+    L += rng.normal(0.0, 0.02, L.shape)
+    names = ("pile_cc", "b", "c")
+    pd.DataFrame({**{f"weight.{d}": W[:, i] for i, d in enumerate(names)},
+                  **{f"loss.{d}": L[:, i] for i, d in enumerate(names)}}).to_csv(path, index=False)
 
 
 def subset(table: RunsTable, rows: np.ndarray) -> RunsTable:
@@ -99,15 +117,27 @@ def run(table: RunsTable, n: int, draws: int, kinds: list[str], seed: int) -> di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", required=True, help="runs table (CSV/Parquet), read in place")
+    ap.add_argument("--runs", help="runs table (CSV/Parquet), read in place (required unless --smoke)")
     ap.add_argument("--n", default="64", help="training runs per draw (comma-separated for several)")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--strategies", default="gp,gp:sweep,regmix,mixing_law,bimix",
                     help="kinds fitted as recommend fits them; KIND:sweep = with the sweep's defaults")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="seconds: a generated 96-run table, n 64, 1 draw, gp,gp:sweep,bimix")
     args = ap.parse_args()
+    if args.runs is None and not args.smoke:
+        ap.error("--runs TABLE is required (or --smoke)")
     warnings.filterwarnings("ignore")
-    table = read_runs(args.runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            args.runs, args.n, args.draws, args.strategies = Path(tmp) / "runs.csv", "64", 1, "gp,gp:sweep,bimix"
+            tiny_table(args.runs)
+        table = read_runs(args.runs)
+    report(table, args)
+
+
+def report(table: RunsTable, args: argparse.Namespace) -> None:
+    """Spearman of every method, per training-set size, as a markdown table."""
     print(f"{args.runs}: {len(table)} runs, {len(table.domains)} training domains, {len(table.loss_domains)} losses")
     for n in map(int, args.n.split(",")):
         scores = run(table, n, args.draws, args.strategies.split(","), args.seed)

@@ -11,6 +11,7 @@ runs of 17 domains in <= 2 s on 2 cores.
 
 Usage: .venv/bin/python benchmarks/strategies_latency.py [--cases 64x17,20x5] [--strategies gp,bayesopt,...]
        [--repeats 3]
+       .venv/bin/python benchmarks/strategies_latency.py --smoke   # seconds: 8 runs of 3 domains, gp/bayesopt/sobol
 """
 
 from __future__ import annotations
@@ -49,8 +50,7 @@ def told_strategy(kind: str, runs: int, k: int, seed: int):
 
     for w in rng.dirichlet(np.ones(k), size=runs):
         m = Mixture.from_array(domains, w)
-        strategy.tell(m, result(m))
-    strategy.asked = max(getattr(strategy, "asked", 0), runs)  # the told runs were its design
+        strategy.tell(m, result(m))  # told results count as the initial design: the next ask is the model's
     return strategy, result
 
 
@@ -80,7 +80,10 @@ def main() -> None:
     ap.add_argument("--cases", default="64x17,20x5", help="RUNSxDOMAINS, comma-separated")
     ap.add_argument("--strategies", default="gp,bayesopt,regmix,mixing_law,bimix,sobol")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="seconds: case 8x3, strategies gp,bayesopt,sobol, 1 repeat")
     args = ap.parse_args()
+    if args.smoke:
+        args.cases, args.strategies, args.repeats = "8x3", "gp,bayesopt,sobol", 1
     warnings.filterwarnings("ignore")
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
     for case in args.cases.split(","):

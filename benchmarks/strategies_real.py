@@ -14,6 +14,10 @@ trained once and shared between strategies (training is deterministic on CPU giv
 
 Usage: .venv/bin/python benchmarks/strategies_real.py [--strategies gp,bayesopt,...] [--seeds 2]
        [--budget 12] [--concurrency 2] [--tokens 65536] [--objective mean|<domain>]
+       .venv/bin/python benchmarks/strategies_real.py --smoke   # seconds: 3 generated text domains, 4 trials
+
+--smoke trains on three small generated text domains (random words over distinct alphabets, in a
+temporary directory) instead of the demo corpora, so it needs no download.
 """
 
 from __future__ import annotations
@@ -39,25 +43,29 @@ DOMAINS = ("books", "code", "math", "legal")
 
 
 class RealTrials:
-    """Trains (and caches) one proxy per (mixture, seed) on the prepared demo domains."""
+    """Trains (and caches) one proxy per (mixture, seed) on the prepared domains (spec `domains` entries)."""
 
-    def __init__(self, tokens: int, cache_dir: str) -> None:
+    def __init__(self, domains: dict[str, dict], tokens: int, cache_dir: str, scratch: str, val_tokens: int = 16_384,
+                 threads: int = 2) -> None:
+        """`scratch`: a directory for the experts' per-token log-probabilities (removed by the caller)."""
         import torch
 
         from orchestrator.requests import data_request
         from workers.data import data_payload, open_domains, prepare_domains
         from workers.train import TrainConfig
 
-        torch.set_num_threads(2)
-        spec = parse_spec({"domains": {d: {"demo": d} for d in DOMAINS}, "data": {"cache_dir": cache_dir},
-                           "proxy": {"preset": "debug", "tokens_per_trial": tokens, "eval_every_tokens": tokens}})
+        torch.set_num_threads(threads)
+        spec = parse_spec({"domains": domains, "data": {"cache_dir": cache_dir},
+                           "proxy": {"preset": "debug", "tokens_per_trial": tokens, "eval_every_tokens": tokens,
+                                     "val_tokens_per_domain": val_tokens}})
+        self.domains = spec.domain_names
         self.config = TrainConfig.from_spec(spec.proxy, 0)
         shards, self.vocab = prepare_domains(data_request(spec), self.config.resolved()[0], log=lambda m: None)
         opened = open_domains(data_payload(shards, data_request(spec)))  # memory-mapped, as a trial reads them
         self.train = {d: t.train for d, t in opened.items()}
         self.val = {d: t.val for d, t in opened.items()}
         self.domain_tokens = {d: s.train_tokens for d, s in shards.items()}
-        self.tmp = tempfile.mkdtemp(prefix="mixsweep-real-")
+        self.tmp = scratch
         self.cache: dict[tuple[str, int, bool], tuple[dict, dict, str | None]] = {}
         self.trained, self.train_s = 0, 0.0
 
@@ -79,16 +87,16 @@ class RealTrials:
 
 def run_sweep(kind: str, trials: RealTrials, objective: Objective, seed: int, budget: int, concurrency: int) -> list[float]:
     """Objective of each finished trial, in the order finished."""
-    strategy = build_strategy(kind, {}, DOMAINS, objective, seed)
-    strategy.domain_tokens = trials.domain_tokens
-    wants = getattr(strategy, "wants_token_logprobs", lambda m: False)
+    strategy = build_strategy(kind, {}, trials.domains, objective, seed)
+    strategy.domain_tokens = trials.domain_tokens  # as the controller sets it once the data is prepared
     pending, values = [], []
     while len(values) < budget:
         pending += strategy.ask(min(concurrency - len(pending), budget - len(values) - len(pending)), pending)
         if not pending:
             break
         mixture = pending.pop(0)
-        losses, stderr, logprobs = trials.run(mixture.as_dict(), mixture.key(), seed, wants(mixture))
+        wants = bool(strategy.trial_options(mixture).get("token_logprobs"))  # what a sweep's trial is asked for
+        losses, stderr, logprobs = trials.run(mixture.as_dict(), mixture.key(), seed, wants)
         strategy.tell(mixture, losses, stderr)
         if logprobs:
             tell_artifacts(strategy, mixture, {"token_logprobs": logprobs})
@@ -105,12 +113,41 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=65_536, help="training tokens per trial")
     ap.add_argument("--objective", default="mean", help="mean, or a domain name (its loss alone)")
     ap.add_argument("--cache-dir", default="~/.cache/mixsweep")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training (default 2)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds: 3 generated text domains, gp/mde/sobol, 1 seed, 4 trials of 4,096 tokens, 1 thread")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    objective = (Objective({d: 1 / len(DOMAINS) for d in DOMAINS}, "mean") if args.objective == "mean"
-                 else Objective({args.objective: 1.0}, f"loss on {args.objective}"))
     t_start = time.perf_counter()
-    trials = RealTrials(args.tokens, args.cache_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            args.strategies, args.seeds, args.budget, args.tokens, args.cache_dir = "gp,mde,sobol", 1, 4, 4096, f"{tmp}/cache"
+            trials = RealTrials(generated_domains(Path(tmp) / "text"), args.tokens, args.cache_dir, tmp, val_tokens=2048,
+                                threads=1)
+        else:
+            trials = RealTrials({d: {"demo": d} for d in DOMAINS}, args.tokens, args.cache_dir, tmp, threads=args.threads)
+        benchmark(trials, args, t_start)
+
+
+def generated_domains(root: Path) -> dict[str, dict]:
+    """Three small text domains (about 40 KB each) of random words over distinct alphabets: spec entries."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, alphabet in (("vowels", "aeiouy"), ("digits", "0123456789+="), ("consonants", "bcdfghklmnprst")):
+        letters = np.array(list(alphabet))
+        docs = [" ".join("".join(rng.choice(letters, size=n)) for n in rng.integers(2, 8, size=80)) + "."
+                for _ in range(100)]
+        (root / name).mkdir(parents=True)
+        (root / name / "part0.txt").write_text("\n".join(docs))
+        out[name] = {"path": str(root / name)}
+    return out
+
+
+def benchmark(trials: RealTrials, args: argparse.Namespace, t_start: float) -> None:
+    """Every strategy's sweeps on `trials`, then the regret table."""
+    domains = trials.domains
+    objective = (Objective({d: 1 / len(domains) for d in domains}, "mean") if args.objective == "mean"
+                 else Objective({args.objective: 1.0}, f"loss on {args.objective}"))
     kinds = args.strategies.split(",")
     values: dict[str, list[list[float]]] = {k: [] for k in kinds}
     for seed in range(args.seeds):
@@ -123,7 +160,7 @@ def main() -> None:
     # Regret against the best objective any strategy reached with the same seed.
     best = [min(min(v[s]) for v in values.values() if v[s]) for s in range(args.seeds)]
     head = ["strategy"] + [f"regret@{c}" for c in checkpoints] + [f"ratio to sobol @{checkpoints[-1]}"]
-    print(f"\nreal debug-proxy sweeps on CPU: 4 demo domains, objective {objective.description}, "
+    print(f"\nreal debug-proxy sweeps on CPU: {len(domains)} domains ({', '.join(domains)}), objective {objective.description}, "
           f"{args.tokens:,} tokens/trial, {args.seeds} seeds, concurrency {args.concurrency}")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     regret = {}

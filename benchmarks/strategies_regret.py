@@ -9,6 +9,7 @@ Sobol's at the last one; the goal for the default strategy is a ratio <= 0.5 at 
 
 Usage: .venv/bin/python benchmarks/strategies_regret.py [--domains 5,17] [--problems quadratic,transfer]
        [--seeds 10] [--budget 32] [--concurrency 4] [--strategies gp,regmix,...] [--noise 0.01]
+       .venv/bin/python benchmarks/strategies_regret.py --smoke   # seconds: 3 domains, 1 seed, 6 trials
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--noise", type=float, default=0.01, help="sd of each observed loss, nats")
+    ap.add_argument("--smoke", action="store_true", help="seconds: 3 domains, gp/sobol/uniform, 1 seed, 6 trials, concurrency 2")
     args = ap.parse_args()
+    if args.smoke:
+        args.domains, args.strategies, args.seeds, args.budget, args.concurrency = "3", "gp,sobol,uniform", 1, 6, 2
     warnings.filterwarnings("ignore")
     checkpoints = sorted({c for c in (8, 16, args.budget) if c <= args.budget})
     for name in args.problems.split(","):

@@ -29,6 +29,10 @@ on two CPU cores); both sides use that same shape.
 
 Usage: .venv/bin/python benchmarks/trainer.py [--repeats 3] [--presets debug,25m] [--threads 1]
                                                [--default-threads] [--compile]
+       .venv/bin/python benchmarks/trainer.py --smoke   # seconds: debug, 2 steps, generated documents
+
+--smoke runs every row once at `debug` for 2 steps, on generated documents (random words, a third of
+them shorter than a row) instead of the demo corpora, so it needs no download.
 """
 
 from __future__ import annotations
@@ -36,15 +40,19 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workers.data import MixtureSampler
-from workers.presets import PRESETS
-from workers.train import TrainConfig, lr_at, train_proxy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workers.data import MixtureSampler  # noqa: E402
+from workers.presets import PRESETS  # noqa: E402
+from workers.train import TrainConfig, lr_at, train_proxy  # noqa: E402
 
 VOCAB = 257  # the byte tokenizer's
 # preset -> (batch size, sequence length, steps) for one timed run.
@@ -55,7 +63,6 @@ MIXTURE = {"books": 0.25, "code": 0.25, "math": 0.25, "legal": 0.25}
 def demo_documents(cache_dir: str = "~/.cache/mixsweep") -> dict[str, list[np.ndarray]]:
     """Each demo domain's documents as byte-token arrays (built from the registries at first use)."""
     import json
-    from pathlib import Path
 
     from workers.corpus import ensure_demo_domain
     from workers.data import ByteTokenizer
@@ -65,6 +72,18 @@ def demo_documents(cache_dir: str = "~/.cache/mixsweep") -> dict[str, list[np.nd
         path = ensure_demo_domain(d, Path(cache_dir).expanduser() / "corpus")
         texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
         out[d] = ByteTokenizer().encode(texts)
+    return out
+
+
+def generated_documents(seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """--smoke: 60 documents per domain of random words over distinct alphabets, 40 to 600 bytes long."""
+    from workers.data import ByteTokenizer
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for d, alphabet in zip(MIXTURE, ("etaoinshr ", "{}();=abcx ", "0123456789+-*/= ", "abcdefghijklmnop ")):
+        letters = np.array(list(alphabet))
+        out[d] = ByteTokenizer().encode(["".join(rng.choice(letters, size=n)) for n in rng.integers(40, 600, size=60)])
     return out
 
 
@@ -176,9 +195,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     ap.add_argument("--default-threads", action="store_true", help="add a baseline row at torch's default thread count")
     ap.add_argument("--compile", action="store_true", help="add a trainer row with proxy.compile on (compile time excluded)")
+    ap.add_argument("--smoke", action="store_true", help="seconds: debug only, 2 steps, 1 repeat, generated documents")
     args = ap.parse_args()
+    sampler_s = 2.0
+    if args.smoke:
+        args.presets, args.repeats, sampler_s = "debug", 1, 0.2
+        CASES["debug"] = (8, 128, 2)
     default_threads = torch.get_num_threads()
-    docs = demo_documents()
+    docs = generated_documents() if args.smoke else demo_documents()
     train = packed_streams(docs)
     val = {d: s[-(2 * 1025 + 1):] for d, s in train.items()}
     lists = {d: s.tolist() for d, s in train.items()}
@@ -209,7 +233,7 @@ def main() -> None:
         consumed[preset] = statistics.median(rows["trainer"])
     print("\nsampler (MixtureSampler.batch at the preset's own batch shape) vs the trainer's consumption above")
     for preset, rate in consumed.items():
-        s = sampler_tokens_per_s(train, preset)
+        s = sampler_tokens_per_s(train, preset, sampler_s)
         print(f"  {preset:<6} sampler {s:>14,.0f} tokens/s   trainer {rate:>10,.0f} tokens/s   x{s / rate:,.0f}")
 
 

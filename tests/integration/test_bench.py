@@ -79,17 +79,3 @@ def test_two_sweeps_holding_the_same_trial_ids_run_at_once_on_one_cluster(ray_se
     ids = [sorted(e["trial"] for e in read_events(d / "journal.jsonl") if e["event"] == "trial_completed") for d in dirs]
     assert len(ids[0]) == 3 and ids[0] == ids[1]
 
-
-def test_the_replay_benchmark_script_smoke_run_prints_ratios_against_sobol():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, str(root / "benchmarks" / "replay_bench.py"), "--smoke"],
-                         capture_output=True, text=True, timeout=600, cwd=root)
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = [l for l in out.stdout.splitlines() if "recommended" in l]
-    assert {l.split()[0] for l in lines} == {"gp", "sobol"}
-    sobol = next(l for l in lines if l.split()[0] == "sobol")
-    assert "1.00x Sobol" in sobol
