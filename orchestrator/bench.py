@@ -295,7 +295,7 @@ def _collect(pending: dict, prob: Problem, log: Callable[[str], None], wait_for:
         try:
             ray.get(ref)
         except ray.exceptions.RayTaskError as err:
-            from orchestrator.controller import _reason
+            from orchestrator.runner import failure_reason as _reason
 
             raise BenchError(f"{strategy} seed {seed}: the sweep failed ({_reason(err)}); its directory is {sweep_dir}") from None
         s = score(strategy, seed, sweep_dir, prob)

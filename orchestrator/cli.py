@@ -216,7 +216,8 @@ def ladder(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
            address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
            scale_model: bool = typer.Option(False, "--scale-model", help="Also recommend a mixture at that preset from a GP with model size as an input.")) -> None:
     """Re-train a finished sweep's best mixtures and the baselines at a larger preset; report whether the winner held."""
-    from orchestrator.ladder import LadderError, check_rung, run_ladder_command
+    from orchestrator.controller import run_ladder_command
+    from orchestrator.ladder import LadderError, check_rung
     from orchestrator.report import write_report
 
     chosen = [b.strip() for b in baselines.split(",") if b.strip()]

@@ -4,18 +4,16 @@ Design:
 - The journal is the truth. Every decision is appended (fsync'd) to `journal.jsonl` before it is
   acted on, and the controller's own view of the sweep is the same fold (`SweepState.apply`) that
   `status` and `report` compute from disk. Nothing a user sees comes from a live process.
-- Concurrency is the controller's alone. It keeps `budget.concurrency` trials in flight: each is a Ray
-  actor `trial-<id>` whose `run` is a streaming generator, and one `ray.wait` over all generators
-  returns whichever trial spoke next: a progress event (journaled as it arrives) or the result.
-- The strategy only answers ask/tell. It is asked for as many mixtures as there are free slots, with
-  the running mixtures as pending, and is told every result and every failure.
+- The controller is the ask/tell loop over a TrialRunner (orchestrator/runner.py), which alone starts,
+  streams, stops, retries and completes trials, on long-lived trainer actors, `budget.concurrency` at a
+  time. The strategy is asked for as many mixtures as the runner has free slots, with the running and
+  queued mixtures as pending, and is told every result and every failure the runner hands back.
 - A trial is addressed by a hash of (mixture, proxy config, seed): a mixture proposed again (within
   `budget.weight_precision`) is trained once, its result is told again (`trial_reused`) without
   spending budget, and the strategy is asked again; a replicate must be asked for (trial option).
-- Faults: a trial whose actor dies (process killed, node lost) or that hangs past its timeout is
-  re-queued up to `budget.max_attempts` starts, on any node, resuming from its checkpoint where the
-  trainer wrote one. A trainer that raises, or losses that turn non-finite or explode, end the trial
-  FAILED with the reason; it is told to the strategy and counts against the budget. The sweep goes on.
+- Faults are the runner's: a trial whose actor dies or hangs is re-queued up to `budget.max_attempts`
+  starts (resuming from its checkpoint where the trainer wrote one); one that raises or diverges ends
+  FAILED with the reason, is told to the strategy and counts against the budget. The sweep goes on.
 - Resume replays the journal, re-tells the outcomes to a fresh strategy in journal order, re-queues
   the trials that were running, and never re-trains a trial whose result exists. A lock with a
   heartbeat keeps a second controller off the same directory.
@@ -26,18 +24,16 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import ray
 import yaml
 
 from orchestrator import __version__
-from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop, sweep_namespace
+from orchestrator.dispatch import placement, sweep_namespace
+from orchestrator.jobs import JobFactory
 from orchestrator.journal import Journal, load, read_events
 from orchestrator.lock import SweepLock
 from orchestrator.metrics import SweepMetrics
@@ -46,22 +42,13 @@ from orchestrator.objective import Objective
 from orchestrator.spec import SpecError, SweepSpec, read_yaml
 from orchestrator.state import SweepState
 from orchestrator.storage import SweepStore
-from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, trial_dir, write_json_atomic
+from orchestrator.runner import DivergenceBound, Ended, FaultHook, Job, TrialRunner
+from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, write_json_atomic
 from orchestrator.strategies import Recommendation, build_strategy
 from orchestrator.export import refresh_exports
 from orchestrator.resume import (adoptable_results, adopted_completion, check_not_orphaned, check_resumable, retell,
                                  tell_artifacts)
-from orchestrator.trial import Placement, TrialResult, TrialStatus, message_from_json, trial_id
-from workers.model import preset_json
-
-
-@dataclass
-class Running:
-    trial: str
-    mixture: Mixture
-    actor: Any
-    started: float  # time.time() of this attempt's start
-    deadline: float  # time.time() after which the attempt counts as hung
+from orchestrator.trial import TrialStatus
 
 
 class SweepDirExists(RuntimeError):
@@ -117,8 +104,8 @@ class Controller:
         self.domains = spec.domain_names
         self.objective = Objective.from_spec(spec.objective, self.domains)
         self.strategy = build_strategy(spec.strategy.kind, spec.strategy.options, self.domains, self.objective, spec.seed)
-        self.state = SweepState()
-        self.running: dict[Any, Running] = {}
+        self.state = SweepState(self.objective)
+        self.jobs = JobFactory(spec, self.store, log=log)
         if getattr(self.strategy, "needs_token_logprobs", False) and spec.trainer.kind != "proxy":
             raise SpecError(f"`strategy.kind`: {spec.strategy.kind} needs per-token log-probabilities of domain experts, "
                             "which only the proxy trainer writes; use `trainer: {kind: proxy}` or another strategy")
@@ -126,68 +113,42 @@ class Controller:
         if needs and spec.trainer.kind != "proxy":
             raise SpecError(f"`strategy.kind`: {spec.strategy.kind} {needs}, which only the proxy trainer does; "
                             "use `trainer: {kind: proxy}` or another strategy")
-        self._trial_key = self._trial_config()
-        self._timeout_s = attempt_timeout_s(spec)
-        self._kill_after = _fault_hook()
+        self.fault = FaultHook()
         self._strategy_saved = 0.0
-        self._retry_at: dict[str, float] = {}  # trial -> earliest restart time after a died/hung attempt
+        self._data_journal: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------ setup
 
-    def _trial_config(self) -> dict[str, Any]:
-        """What, besides the mixture and seed, determines a trial's outcome (part of its id): the trainer
-        backend's id fields (workers/trainers.py)."""
-        from orchestrator.requests import trial_key
+    def _prepare_data(self) -> int:
+        """Prepare what trials read (JobFactory.prepare: token shards or the replay simulator) and cap the
+        mixture space by the data (`data.max_epochs`); returns the vocabulary size (0 without a tokenizer).
+        Data errors end here, before anything is written."""
+        prepared = self.jobs.prepare()
+        if prepared.domain_tokens is not None:
+            from orchestrator.mixture import token_caps
+            from workers.data import DataError
 
-        return trial_key(self.spec)
+            tokens = prepared.domain_tokens
+            self.strategy.domain_tokens = tokens
+            try:
+                caps = token_caps(tokens, self.spec.proxy.training_tokens(), self.spec.data.max_epochs)
+                self.strategy.set_caps(caps)
+            except ValueError as err:
+                raise DataError(str(err)) from None
+            self._data_journal = {"domain_tokens": tokens, "caps": caps, "max_epochs": self.spec.data.max_epochs}
+        if prepared.loss_domains is not None:  # the replay simulator answers only its table's loss columns
+            from orchestrator.runs import RunsTableError
 
-    def _prepare_data(self) -> tuple[Any, int]:
-        """Tokenise the domains into cached token shards (or find them) and cap the mixture space.
-
-        Trials get only the shards' locations (a few hundred bytes) and memory-map them where they
-        run: the data's location is a path or URI every node reaches, never the object store."""
-        from orchestrator.requests import data_request, trainer_backend
-        from workers.trainers import REPLAY_MODEL, TOKEN_SHARDS
-
-        self._data_journal: dict[str, Any] = {}
-        reads = trainer_backend(self.spec).reads_data
-        if reads == REPLAY_MODEL:
-            return self._prepare_replay(), 0
-        if reads != TOKEN_SHARDS:
-            return None, 0
-        from orchestrator.mixture import token_caps
-        from workers.data import DataError, data_payload, prepare_domains, prepare_eval_domains
-
-        seq_len = self.spec.proxy.seq_len or preset_json(self.spec.proxy.preset)["seq_len"]
-        request = data_request(self.spec)
-        shards, vocab = prepare_domains(request, seq_len, log=self.log)
-        eval_shards = prepare_eval_domains(request, log=self.log)
-        tokens = {d: s.train_tokens for d, s in shards.items()}
-        self.strategy.domain_tokens = tokens
-        try:
-            caps = token_caps(tokens, self.spec.proxy.training_tokens(), self.spec.data.max_epochs)
-            self.strategy.set_caps(caps)
-        except ValueError as err:
-            raise DataError(str(err)) from None
-        self._data_journal = {"domain_tokens": tokens, "caps": caps, "max_epochs": self.spec.data.max_epochs}
-        return data_payload(shards, request, eval_shards), vocab
-
-    def _prepare_replay(self) -> dict[str, Any]:
-        """The replay trainer's fitted simulator, as the arrays every trial predicts from (~0.1 MB)."""
-        from orchestrator.replay_table import replay_model
-        from orchestrator.runs import RunsTableError
-
-        model = replay_model(self.spec.trainer.runs, self.domains, self.spec.data.cache_dir, log=self.log)
-        missing = sorted(set(self.objective.coefficients) - set(model.loss_domains))
-        if missing:
-            raise RunsTableError(f"`objective`: reads {missing}, which trainer.runs has no loss column for; "
-                                 f"use domains of {list(model.loss_domains)} (objective.domains for mean or worst)")
-        return model.to_payload()
+            missing = sorted(set(self.objective.coefficients) - set(prepared.loss_domains))
+            if missing:
+                raise RunsTableError(f"`objective`: reads {missing}, which trainer.runs has no loss column for; "
+                                     f"use domains of {list(prepared.loss_domains)} (objective.domains for mean or worst)")
+        return prepared.vocab
 
     def _max_loss(self, vocab: int) -> float | None:
         if self.spec.budget.max_loss is not None:
             return self.spec.budget.max_loss
-        return 2.0 * math.log(vocab) if self.spec.trainer.kind == "proxy" else None
+        return 2.0 * math.log(vocab) if vocab else None
 
     # ------------------------------------------------------------------------------ entry points
 
@@ -200,7 +161,7 @@ class Controller:
         if results:  # a sweep whose journal was lost: starting over would overwrite its results
             raise SweepDirExists(f"sweep directory {where} holds {len(results)} finished trial result(s) but no {JOURNAL}; "
                                  f"restore {JOURNAL} from a backup, or pass another --dir")
-        data_ref, vocab = self._prepare_data()  # data errors end here, before anything is written
+        vocab = self._prepare_data()  # data errors end here, before anything is written
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
         (self.dir / "trials").mkdir(parents=True, exist_ok=True)
@@ -208,7 +169,7 @@ class Controller:
         (self.dir / SPEC).write_text(yaml.safe_dump(frozen, sort_keys=False))
         self.journal = Journal(self.dir / JOURNAL)
         self._seed_strategy()
-        return self._drive(data_ref, vocab, "sweep_started", {})
+        return self._drive(vocab, "sweep_started", {})
 
     def resume(self) -> Recommendation | None:
         """Continue a stopped sweep: replay, adopt results the journal missed, re-tell, re-queue what was
@@ -221,7 +182,7 @@ class Controller:
         check_not_orphaned(self.dir, list(read_events(self.dir / JOURNAL, [])), where)  # checked, before the lock
         frozen = read_yaml(self.dir / SPEC, "frozen spec")  # strictly, as every spec: duplicate keys are errors
         changes = check_resumable(frozen, self.spec.model_dump(mode="json"))
-        data_ref, vocab = self._prepare_data()
+        vocab = self._prepare_data()
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
         try:
@@ -235,7 +196,7 @@ class Controller:
             raise
         self._seed_strategy()  # in the same order as the first run: seed runs, then the journal's outcomes
         retell(self.strategy, events, self.state)  # adopted results too, in journal order
-        rec = self._drive(data_ref, vocab, "sweep_resumed", {"changes": {k: list(v) for k, v in changes.items()}})
+        rec = self._drive(vocab, "sweep_resumed", {"changes": {k: list(v) for k, v in changes.items()}})
         refresh_exports(self.dir, log=self.log)  # exports made before the resume would describe an older sweep
         return rec
 
@@ -252,15 +213,23 @@ class Controller:
 
     # -------------------------------------------------------------------------------------- loop
 
-    def _drive(self, data_ref: Any, vocab: int, opening: str, extra: dict) -> Recommendation | None:
+    def _drive(self, vocab: int, opening: str, extra: dict) -> Recommendation | None:
         self.where = placement(self.spec.resources, self.cpu_fallback)
         if self.where.note:
             self.log(f"warning: {self.where.note}")
-        self._data_ref, self._bound = data_ref, self._max_loss(vocab)
+        self.jobs.resources = self.where
         self.metrics = SweepMetrics(self.spec.name)
-        self._payload_base = self._payload_template(vocab)
+        self.runner = self.make_runner(DivergenceBound(self._max_loss(vocab)))
         with _signals_interrupt(self.store.location):
             return self._loop(opening, extra)
+
+    def make_runner(self, stop_rule: DivergenceBound) -> TrialRunner:
+        """The runner of this sweep's trials (the ladder's too), journaling through `_record`."""
+        return TrialRunner(record=self._record, state=self.state, sweep_dir=self.dir,
+                           concurrency=self.spec.budget.concurrency, max_attempts=self.spec.budget.max_attempts,
+                           required=tuple(self.objective.coefficients), stop_rule=stop_rule,
+                           namespace=sweep_namespace(self.store.location), reuse_actors=self.spec.resources.reuse_actors,
+                           on_point=self.fault)
 
     def _loop(self, opening: str, extra: dict) -> Recommendation | None:
         try:
@@ -270,36 +239,26 @@ class Controller:
                          placement={"num_cpus": self.where.num_cpus, "num_gpus": self.where.num_gpus},
                          lock_taken_over=self.lock.took_over, **self._data_journal, **extra)
             for t in self.state.by_status(TrialStatus.RUNNING):  # left running by a stopped controller
-                self._requeue_or_fail(t.id, "the controller stopped while it ran")
+                self._told(self.runner.recover(self._job(t), "the controller stopped while it ran"))
+            for t in sorted(self.state.by_status(TrialStatus.PROPOSED), key=lambda t: t.proposed_seq):
+                if t.id not in self.runner.queued_trials():
+                    self.runner.submit(self._job(t))  # proposed or re-queued before the stop
             while True:
                 self.lock.beat()
                 self.store.push()
                 self._fill()
-                if not self.running:
-                    if not self.state.by_status(TrialStatus.PROPOSED):
-                        break
-                    time.sleep(0.2)  # only retries waiting out their back-off
-                    continue
-                ready, rest = ray.wait(list(self.running), num_returns=1, timeout=1.0)
-                if ready and rest:  # take everything already waiting, so one ask fills many slots
-                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                    ready += more
-                for gen in ready:
-                    if gen not in self.running:  # ended by an earlier message of this batch
-                        continue
-                    self._advance(gen)
-                self._check_deadlines()
+                if not self.runner.busy():
+                    break
+                for ended in self.runner.poll(timeout_s=1.0):
+                    self._told(ended)
             rec = self._recommend()
             if self.spec.ladder is not None and rec is not None:
-                # Scale ladder: re-train the best mixtures and baselines at larger presets (orchestrator/ladder.py).
-                from orchestrator.ladder import LadderStage
-
-                LadderStage(self).run(self.spec.ladder.presets, self.spec.ladder.top_k, self.spec.ladder.baselines)
+                # Scale ladder: re-train the best mixtures and baselines at larger presets, through the same runner.
+                self.ladder_stage().run(self.spec.ladder.presets, self.spec.ladder.top_k, self.spec.ladder.baselines)
             self._record("sweep_finished", completed=len(self.state.completed), reused=self.state.reused)
             return rec
         except (SweepInterrupted, KeyboardInterrupt) as err:  # SIGINT/SIGTERM, or a Ctrl-C outside the handler
-            self._record("sweep_interrupted", reason=str(err) or "interrupted",
-                         running=sorted(r.trial for r in self.running.values()))
+            self._record("sweep_interrupted", reason=str(err) or "interrupted", running=self.runner.running_trials())
             raise
         except SystemError as err:
             # The signal's exception raised inside Ray's C extension (CoreWorker.wait) comes back wrapped
@@ -307,16 +266,43 @@ class Controller:
             cause = err.__cause__ or err.__context__
             if not isinstance(cause, SweepInterrupted):
                 raise
-            self._record("sweep_interrupted", reason=str(cause), running=sorted(r.trial for r in self.running.values()))
+            self._record("sweep_interrupted", reason=str(cause), running=self.runner.running_trials())
             raise cause from None
         finally:
             self._save_strategy(force=True)
-            for r in self.running.values():
-                stop(r.actor)
+            self.runner.close()
             self.journal.close()
             self.lock.release()
             self.store.push(force=True)
             self.store.remove("controller.lock")
+
+    def ladder_stage(self, scale_model: bool = False):
+        """The scale ladder of this sweep, submitting to this sweep's runner (orchestrator/ladder.py)."""
+        from orchestrator.ladder import LadderStage
+
+        return LadderStage(self.spec, self.state, self.jobs, self.runner, self._record, self.lock.beat, self.log,
+                           strategy=self.strategy, scale_model=scale_model)
+
+    def _job(self, t) -> Job:
+        """The Job of a journaled sweep trial. Its options are those journaled with the proposal, so a retry
+        or a resumed sweep runs the trial as it was proposed (a journal from before options were recorded
+        has none: the strategy is asked again)."""
+        mixture = Mixture.from_dict(t.mixture, self.domains)
+        options = t.options if t.options is not None else self.strategy.trial_options(mixture)
+        return self.jobs.job(t.id, mixture.as_dict(), options)
+
+    def _told(self, ended: Ended | None) -> None:
+        """Tell the strategy how a trial ended (its artifacts first: expert log-probabilities, DoReMi's
+        weights; journaled with the completion, so resume tells them again)."""
+        if ended is None:
+            return
+        mixture = Mixture.from_dict(ended.mixture, self.domains)
+        if ended.result is not None:
+            tell_artifacts(self.strategy, mixture, ended.artifacts)
+            self.strategy.tell(mixture, ended.result.losses, ended.result.loss_stderr)
+        else:
+            self.strategy.tell_failed(mixture, ended.reason or "failed")
+        self._save_strategy()
 
     def _seed_strategy(self) -> None:
         """Tell the strategy the spec's seed runs (earlier runs of the same domains); not budget."""
@@ -341,7 +327,7 @@ class Controller:
         self.on_event(record, self.state)
         if event in ("trial_completed", "trial_failed", "sweep_finished"):
             self.store.push(force=True)
-        _fault_point(self._kill_after, event)
+        self.fault(event)
         return record
 
     def _budget_left(self) -> int:
@@ -358,16 +344,8 @@ class Controller:
     _asked_dry_at: int | None = None
 
     def _fill(self) -> None:
-        """Start re-queued trials first, then ask the strategy for the remaining free slots."""
-        free = self.spec.budget.concurrency - len(self.running)
-        running_ids = {r.trial for r in self.running.values()}
-        for t in self.state.by_status(TrialStatus.PROPOSED):
-            if t.id in running_ids or time.time() < self._retry_at.get(t.id, 0.0):
-                continue
-            if free > 0:
-                self._start(t.id, Mixture.from_dict(t.mixture, self.domains))
-                free -= 1
-        n = min(free, self._budget_left())
+        """Ask the strategy for the runner's free slots (re-queued trials hold theirs)."""
+        n = min(self.runner.free_slots(), self._budget_left())
         ended = sum(t.status.is_final for t in self.state.trials.values())
         if n <= 0 or self._asked_dry_at == ended:
             return
@@ -383,7 +361,7 @@ class Controller:
         """Ask the strategy for up to n mixtures; start the new ones, answer the repeats.
         Returns (trials started, repeats answered)."""
         t0 = time.perf_counter()
-        proposals = self.strategy.ask(n, [r.mixture for r in self.running.values()])
+        proposals = self.strategy.ask(n, [Mixture.from_dict(m, self.domains) for m in self.runner.pending_mixtures()])
         proposal_s = round(time.perf_counter() - t0, 4)
         started = repeats = 0
         for mixture in proposals[:n]:
@@ -391,7 +369,7 @@ class Controller:
             # reference and proxy runs, a replicate) are part of its id: DoReMi's proxy run at the reference
             # mixture is not the reference run. Without options the id is what it always was.
             options = self.strategy.trial_options(mixture)
-            tid = trial_id(mixture, {**self._trial_key, "options": options} if options else self._trial_key, self.spec.seed)
+            tid = self.jobs.trial_id(mixture, options)
             known = self._already_run(tid, mixture, options)
             if known is not None:
                 self._reuse(known, mixture)
@@ -400,7 +378,7 @@ class Controller:
             self._check_in_space(mixture)
             self._record("trial_proposed", trial=tid, mixture=mixture.as_dict(), proposal_s=proposal_s,
                          strategy=self.spec.strategy.kind, options=options)
-            self._start(tid, mixture)
+            self.runner.submit(self.jobs.job(tid, mixture.as_dict(), options))
             started += 1
         return started, repeats
 
@@ -451,105 +429,6 @@ class Controller:
         elif known.status == TrialStatus.FAILED:
             self.strategy.tell_failed(mixture, known.reason or "failed before")
 
-    def _payload_template(self, vocab: int):
-        """The TrialRequest every trial of the sweep shares (workers/protocol.py)."""
-        from orchestrator.requests import trial_template
-
-        return trial_template(self.spec, vocab, self.where.num_cpus)
-
-    def _start(self, tid: str, mixture: Mixture) -> None:
-        tdir = trial_dir(self.dir, tid)
-        tdir.mkdir(parents=True, exist_ok=True)
-        # Actors write checkpoints where every node can reach them: the sweep's own location.
-        shared = f"{self.store.location.rstrip('/')}/trials/{tid}" if self.store.remote else str(tdir.resolve())
-        attempt = self.state.trials[tid].attempts + 1
-        name = f"trial-{tid}" if attempt == 1 else f"trial-{tid}-{attempt}"
-        self._record("trial_started", trial=tid, attempt=attempt, actor=name)
-        # The options journaled with the proposal, so a retry or a resumed sweep runs the trial as it was
-        # proposed (a journal from before options were recorded has none: ask the strategy again).
-        options = self.state.trials[tid].options
-        payload = self._payload_base.for_trial(tid, mixture.as_dict(), shared,
-                                               options if options is not None else self.strategy.trial_options(mixture)).to_json()
-        actor, gen = launch(name, payload, self._data_ref, self.where, sweep_namespace(self.store.location))
-        now = time.time()
-        self.running[gen] = Running(tid, mixture, actor, now, now + (self._timeout_s or math.inf))
-
-    def _advance(self, gen) -> None:
-        """Take the next message a trial streamed: placement, progress, its result, or its failure."""
-        run = self.running[gen]
-        try:
-            message = message_from_json(ray.get(next(gen)))
-        except StopIteration:
-            return self._fail(gen, "the trainer ended without a result")
-        except Exception as err:
-            if died(err):
-                return self._requeue_or_fail(run.trial, _reason(err), gen)
-            return self._fail(gen, _reason(err))
-        if isinstance(message, TrialResult):
-            return self._complete(gen, message)
-        if isinstance(message, Placement):
-            self._record("trial_placed", trial=run.trial, node_id=message.node_id, pid=message.pid, gpus=message.gpus)
-            return
-        record = self._record("trial_progress", trial=run.trial, step=message.step, tokens=message.tokens,
-                              losses=message.losses, **({"weights": message.weights} if message.weights else {}),
-                              elapsed_s=round(message.elapsed_s, 3),
-                              **({"loss_stderr": message.loss_stderr} if message.loss_stderr else {}),
-                              **({"tokens_per_s": round(message.tokens_per_s, 1)} if message.tokens_per_s else {}))
-        with open(trial_dir(self.dir, run.trial) / "progress.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        bad = {d: v for d, v in message.losses.items() if not math.isfinite(v) or (self._bound and v > self._bound)}
-        if bad:
-            self._fail(gen, f"diverged at step {message.step}: losses {bad}" + (f" (bound {self._bound:.2f})" if self._bound else ""))
-
-    def _check_deadlines(self) -> None:
-        now = time.time()
-        for gen, run in list(self.running.items()):
-            if now > run.deadline:
-                self._requeue_or_fail(run.trial, f"hung: no result after {now - run.started:.0f} s (timeout {self._timeout_s:.0f} s)", gen)
-
-    def _requeue_or_fail(self, tid: str, reason: str, gen: Any = None) -> None:
-        """An attempt died or hung: start the trial again (any node) unless it used all its attempts."""
-        if gen is not None:
-            stop(self.running.pop(gen).actor)
-        attempts = self.state.trials[tid].attempts
-        if attempts < self.spec.budget.max_attempts:
-            self._record("trial_requeued", trial=tid, attempt=attempts, reason=reason)
-            # Back off before restarting: a lost node is only marked dead after missed heartbeats,
-            # and a retry scheduled before that lands on it again.
-            self._retry_at[tid] = time.time() + min(30.0, 5.0 * attempts)
-            return
-        self._record("trial_failed", trial=tid, reason=f"{reason} (attempt {attempts} of {self.spec.budget.max_attempts})")
-        self.strategy.tell_failed(Mixture.from_dict(self.state.trials[tid].mixture, self.domains), reason)
-        self._save_strategy()
-
-    def _complete(self, gen, result: TrialResult) -> None:
-        run = self.running[gen]
-        missing = [d for d in self.objective.coefficients if d not in result.losses]
-        if missing or not result.is_finite():
-            return self._fail(gen, f"invalid result: missing {missing}" if missing else f"non-finite losses {result.losses}")
-        del self.running[gen]
-        stop(run.actor)
-        body = {"trial": run.trial, "mixture": run.mixture.as_dict(), **result.to_json()}
-        body.pop("kind")
-        write_json_atomic(trial_dir(self.dir, run.trial) / "result.json", body)
-        _fault_point(self._kill_after, "result_written")  # crash tests: a result the journal has not seen
-        # What the trial wrote or learnt for the strategy (expert log-probabilities, DoReMi's reference
-        # weights and averaged weights): journaled, so resume tells it again (resume.tell_artifacts).
-        artifacts = {k: result.info[k] for k in ("token_logprobs", "final_weights", "online") if k in result.info}
-        self._record("trial_completed", trial=run.trial, losses=result.losses, loss_stderr=result.loss_stderr,
-                     objective=self.objective(result.losses), tokens=result.tokens, steps=result.steps,
-                     wall_s=round(time.time() - run.started, 3), **({"artifacts": artifacts} if artifacts else {}))
-        tell_artifacts(self.strategy, run.mixture, artifacts)
-        self.strategy.tell(run.mixture, result.losses, result.loss_stderr)
-        self._save_strategy()
-
-    def _fail(self, gen, reason: str) -> None:
-        run = self.running.pop(gen)
-        stop(run.actor)
-        self._record("trial_failed", trial=run.trial, reason=reason)
-        self.strategy.tell_failed(run.mixture, reason)
-        self._save_strategy()
-
     def _save_strategy(self, force: bool = False) -> None:
         """strategy.json, at most every 5 s (resume re-tells from the journal; this is for people)."""
         if force or time.time() - self._strategy_saved >= 5.0:
@@ -580,30 +459,32 @@ def _weight_distance(a: dict[str, float], b: dict[str, float]) -> float:
     return max(abs(a[d] - b[d]) for d in b)
 
 
-def _fault_hook() -> list | None:
-    """Fault injection for crash tests: MIXSWEEP_FAULT_KILL_AFTER=<event>:<n> SIGKILLs the controller
-    right after journaling its n-th <event> (e.g. trial_completed:2, between a result and the next ask).
-    Besides journal events, `result_written` kills it after a trial's result.json is written and before
-    its `trial_completed` is journaled (the window resume closes by adopting the result)."""
-    spec = os.environ.get("MIXSWEEP_FAULT_KILL_AFTER")
-    if not spec:
-        return None
-    event, _, n = spec.partition(":")
-    return [event, int(n or 1)]
+def run_ladder_command(spec: SweepSpec, sweep_dir: str, preset: str, top_k: int, baselines: list[str],
+                       log: Callable[[str], None] = print, cpu_fallback: bool = True,
+                       scale_model: bool = False) -> dict[str, Any] | None:
+    """`mixsweep ladder`: re-train a finished sweep's best `top_k` mixtures and baselines at `preset`,
+    holding the sweep's lock and appending to its journal (Ray must be initialised)."""
+    from orchestrator.ladder import LadderError, check_rung
 
-
-def _fault_point(hook: list | None, point: str) -> None:
-    """Count down the fault hook at a point that is not a journal event; SIGKILL at zero."""
-    if hook and hook[0] == point:
-        hook[1] -= 1
-        if hook[1] == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _reason(err: BaseException) -> str:
-    """One line saying why a trial failed (the user's exception, not Ray's wrapping of it)."""
-    cause = getattr(err, "cause", None) or err
-    if died(err):
-        return f"actor died: {str(err).strip().splitlines()[0][:300]}"
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1][:300] if text else ''}"
+    base = spec.proxy.preset
+    check_rung(base, preset)
+    c = Controller(spec, sweep_dir, log=log, cpu_fallback=cpu_fallback)
+    c.store.pull()
+    _, c.state = load(c.dir / JOURNAL)
+    if not c.state.finished:
+        raise LadderError(f"the sweep in {sweep_dir} has not finished; `mixsweep resume {sweep_dir}` first")
+    c.lock = SweepLock(c.dir)
+    c.lock.acquire()
+    c.journal = Journal(c.dir / JOURNAL, repair=True, log=log)
+    try:
+        c.where = c.jobs.resources = placement(spec.resources, cpu_fallback)
+        c.metrics = SweepMetrics(spec.name)
+        c.runner = c.make_runner(DivergenceBound(c._max_loss(c.jobs.prepare().vocab)))
+        return c.ladder_stage(scale_model=scale_model).run([base, preset], top_k, baselines)
+    finally:
+        if hasattr(c, "runner"):
+            c.runner.close()
+        c.journal.close()
+        c.lock.release()
+        c.store.push(force=True)
+        c.store.remove("controller.lock")

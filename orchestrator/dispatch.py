@@ -1,9 +1,8 @@
-"""How a trial becomes a Ray actor: resources, name, and where its output goes."""
+"""How trials become Ray actors: resources, names, namespaces, timeouts, and which failures are deaths."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import ray
 
@@ -22,15 +21,15 @@ def remote_actor_class():
 
 
 @dataclass(frozen=True)
-class Placement:
-    """What each trial asks Ray for, after checking what the cluster has."""
+class Resources:
+    """What each trial asks Ray for, after checking what the cluster has (a pool key: the note aside)."""
 
     num_cpus: float
     num_gpus: float
-    note: str | None = None  # set when the spec's request had to be changed
+    note: str | None = field(default=None, compare=False)  # set when the spec's request had to be changed
 
 
-def placement(resources: ResourcesSpec, cpu_fallback: bool = True) -> Placement:
+def placement(resources: ResourcesSpec, cpu_fallback: bool = True) -> Resources:
     """Honour `resources.gpus`; on a Ray without GPUs, fall back to CPU (and say so) when allowed.
 
     The CLI allows the fallback only on the embedded local Ray: a cluster whose GPU group autoscales
@@ -38,8 +37,8 @@ def placement(resources: ResourcesSpec, cpu_fallback: bool = True) -> Placement:
     """
     gpus_in_cluster = ray.cluster_resources().get("GPU", 0.0)
     if resources.gpus > 0 and gpus_in_cluster == 0 and cpu_fallback:
-        return Placement(resources.cpus, 0.0, f"the cluster has no GPU: trials run on CPU instead of {resources.gpus:g} GPU each")
-    return Placement(resources.cpus, resources.gpus)
+        return Resources(resources.cpus, 0.0, f"the cluster has no GPU: trials run on CPU instead of {resources.gpus:g} GPU each")
+    return Resources(resources.cpus, resources.gpus)
 
 
 def sweep_namespace(sweep_location: str) -> str:
@@ -51,17 +50,10 @@ def sweep_namespace(sweep_location: str) -> str:
     return f"mixsweep-{config_hash(sweep_location)}"
 
 
-def launch(name: str, payload: dict[str, Any], data_ref: Any, where: Placement, namespace: str | None = None):
-    """Start actor `name` (trial-<id>) in `namespace` (see sweep_namespace) and its streaming `run`;
-    returns (actor, ObjectRefGenerator)."""
-    actor = remote_actor_class().options(
-        name=name,
-        namespace=namespace,
-        num_cpus=where.num_cpus,
-        num_gpus=where.num_gpus,
-    ).remote()
-    gen = actor.run.remote(payload, data_ref)
-    return actor, gen
+def start_actor(name: str, resources: Resources, namespace: str | None = None):
+    """Start trainer actor `name` in `namespace` (see sweep_namespace) with `resources`."""
+    return remote_actor_class().options(name=name, namespace=namespace, num_cpus=resources.num_cpus,
+                                        num_gpus=resources.num_gpus).remote()
 
 
 def stop(actor) -> None:

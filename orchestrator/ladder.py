@@ -8,7 +8,8 @@ small-scale winner is still the winner.
 
 Ladder trials are ordinary journaled trials (`trial_proposed` carries `preset` and `role`), so they
 survive a crash and are never trained twice; their id is the content hash of (mixture, trainer, seed,
-preset) with the preset appended (`t<hash>-1m`). They spend no budget and are not told to the
+preset) with the preset appended (`t<hash>-1m`). They run through the sweep's own TrialRunner, so they
+get every guarantee a sweep trial gets (stop rule, retries, deadlines, trial files). They spend no budget and are not told to the
 strategy: a loss measured on another model size is not an observation of the same function. When
 asked (`ladder.scale_model`, `mixsweep ladder --scale-model`), a GP with model size as an input
 (orchestrator/scale_model.py) is fitted on the sweep's and the ladder's runs after each rung, and its
@@ -19,19 +20,15 @@ not train itself is also trained at the first preset, so that both scales have i
 from __future__ import annotations
 
 import math
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import ray
-
-from orchestrator.dispatch import attempt_timeout_s, died, launch, placement, stop, sweep_namespace
 from orchestrator.mixture import Mixture
 from orchestrator.optimize import Bounds
-from orchestrator.sweepdir import JOURNAL, trial_dir, write_json_atomic
-from orchestrator.trial import Placement, TrialResult, TrialStatus, message_from_json, trial_id
+from orchestrator.trial import TrialStatus, trial_id
 
 if TYPE_CHECKING:
-    from orchestrator.controller import Controller
+    from orchestrator.jobs import JobFactory
+    from orchestrator.runner import TrialRunner
     from orchestrator.state import SweepState
 
 
@@ -69,164 +66,83 @@ def baseline_mixture(name: str, domains: tuple[str, ...], domain_tokens: dict[st
     return None
 
 
-def rung_spec(spec, preset: str):
-    """The spec a rung trains with: the preset's own sequence length, batch size and learning rate (a
-    value tuned for the small proxy is wrong for a larger model); token budget and evaluation kept."""
-    proxy = spec.proxy.model_copy(update={"preset": preset, "seq_len": None, "batch_size": None, "learning_rate": None})
-    return spec.model_copy(update={"proxy": proxy})
-
-
 class LadderStage:
-    """Runs the ladder's trials through a controller that holds the sweep's journal and lock."""
+    """Submits the ladder's trials to the sweep's runner (orchestrator/runner.py), so that they get every
+    guarantee a sweep trial gets: stop rule, retries with back-off, deadlines, trial files, reuse by id.
 
-    def __init__(self, controller: Controller, scale_model: bool = False) -> None:
-        self.c = controller
+    `record(event, **fields)` journals (the controller's); `beat()` keeps the sweep's lock alive."""
+
+    def __init__(self, spec, state: SweepState, jobs: JobFactory, runner: TrialRunner, record: Callable[..., dict],
+                 beat: Callable[[], None], log: Callable[[str], None] = print, strategy=None,
+                 scale_model: bool = False) -> None:
+        self.spec, self.state, self.jobs, self.runner = spec, state, jobs, runner
+        self.record, self.beat, self.log, self.strategy = record, beat, log, strategy
+        self.domains = spec.domain_names
         self.scale_model = scale_model  # `mixsweep ladder --scale-model` (the spec's ladder.scale_model otherwise)
-        self.domain_tokens = getattr(controller.strategy, "domain_tokens", None) or getattr(controller.state, "domain_tokens", None)
-        self._data: dict[str, tuple[Any, int]] = {}
+        self.domain_tokens = getattr(strategy, "domain_tokens", None) or state.domain_tokens
 
     def run(self, presets: list[str], top_k: int, baselines: list[str]) -> dict[str, Any] | None:
         """Train every rung's missing trials (presets[0] = the sweep's scale); return the summary."""
-        c, base = self.c, presets[0]
-        if self.domain_tokens is None and c.spec.trainer.kind == "proxy" and "token_prior" in baselines:
-            self._rung_data(base)  # sets domain_tokens
-        entries = ladder_mixtures(c.state, c.domains, top_k, baselines, self.domain_tokens)
+        base = presets[0]
+        if self.domain_tokens is None and "token_prior" in baselines:
+            self.domain_tokens = self.jobs.prepare(base).domain_tokens  # None unless the trainer reads token shards
+        entries = ladder_mixtures(self.state, self.domains, top_k, baselines, self.domain_tokens)
         if not entries:
-            c.log("ladder: no completed trial to re-train")
+            self.log("ladder: no completed trial to re-train")
             return None
-        observed = {Mixture.from_dict(t.mixture, c.domains).key() for t in c.state.completed}
+        observed = {Mixture.from_dict(t.mixture, self.domains).key() for t in self.state.completed}
         for preset in presets:
             todo = []
             for role, m in entries:
                 if preset == base and m.key() in observed:
                     continue  # the sweep trained it at this scale already
-                tid = ladder_trial_id(m, c._trial_config(), c.spec.seed, preset)
-                known = c.state.ladder.get(tid)
+                tid = ladder_trial_id(m, self.jobs.key, self.spec.seed, preset)
+                known = self.state.ladder.get(tid)
                 if known is not None and known.status.is_final:
                     continue  # trained before (a resumed sweep, a repeated `mixsweep ladder`)
                 if known is None:
-                    c._record("trial_proposed", trial=tid, mixture=m.as_dict(), preset=preset, role=role)
+                    self.record("trial_proposed", trial=tid, mixture=m.as_dict(), preset=preset, role=role)
                 todo.append(tid)
             if todo:
-                c.log(f"ladder: {len(todo)} trial(s) at preset {preset}")
+                self.log(f"ladder: {len(todo)} trial(s) at preset {preset}")
                 self._train(preset, todo)
-            if getattr(c.spec.ladder, "scale_model", False) or self.scale_model:
+            if getattr(self.spec.ladder, "scale_model", False) or self.scale_model:
                 self._recommend_at_scale(base, preset)
-        return ladder_summary(c.state, base)
+        return ladder_summary(self.state, base)
+
+    def _train(self, preset: str, tids: list[str]) -> None:
+        """Submit the rung's trials and run them until each completed or failed for good. What the runner
+        hands back is not told to a strategy: a loss at another model size is another function."""
+        for tid in tids:
+            t = self.state.ladder[tid]
+            job = self.jobs.job(tid, t.mixture, None, preset=preset, result_fields={"preset": preset})
+            if t.status == TrialStatus.RUNNING:  # left running by a stopped controller
+                self.runner.recover(job, "the controller stopped while it ran")
+            elif tid not in self.runner.queued_trials():
+                self.runner.submit(job)
+        while self.runner.busy():
+            self.beat()
+            self.runner.poll(timeout_s=1.0)
 
     def _recommend_at_scale(self, base: str, preset: str) -> None:
         """Journal the scale-aware model's recommendation at `preset` (or why there is none)."""
-        c = self.c
         if preset == base:
             return
-        strategy = c.strategy
+        strategy = self.strategy
         bounds = getattr(strategy, "bounds", None)
         if bounds is None:  # strategies without bounds: the simplex, inside the data's caps
-            caps = getattr(strategy, "caps", None) or {}
-            bounds = Bounds.of(c.domains, 0.0, {d: (0.0, caps[d]) for d in caps})
+            caps = getattr(strategy, "caps", None) or self.state.caps or {}
+            bounds = Bounds.of(self.domains, 0.0, {d: (0.0, caps[d]) for d in caps})
+        objective = self.state.objective if self.state.objective is not None else strategy.objective
         try:
-            rec = scale_recommendation(c.state, c.domains, base, preset, strategy.objective, bounds, c.spec.seed)
+            rec = scale_recommendation(self.state, self.domains, base, preset, objective, bounds, self.spec.seed)
         except ValueError as err:
-            c.log(f"ladder: no scale-aware recommendation at {preset}: {err}")
-            c._record("scale_recommended", preset=preset, mixture=None, note=str(err))
+            self.log(f"ladder: no scale-aware recommendation at {preset}: {err}")
+            self.record("scale_recommended", preset=preset, mixture=None, note=str(err))
             return
-        c._record("scale_recommended", **rec)
-        c.log(f"ladder: scale-aware recommendation at {preset}: {Mixture.from_dict(rec['mixture'], c.domains)} "
-              f"(predicted objective {rec['objective']:.4f} ± {rec['objective_std']:.4f})")
-
-    def _rung_data(self, preset: str) -> tuple[Any, int]:
-        """What trials at `preset` read (the controller's data payload) and the vocabulary, per rung."""
-        if preset not in self._data:
-            c = self.c
-            # The controller's own preparation, run with the rung's spec (its sequence length), so the
-            # ladder reaches the data exactly as the sweep's trials do; tokenisation is cached.
-            sweep_spec, c.spec = c.spec, rung_spec(c.spec, preset)
-            try:
-                self._data[preset] = c._prepare_data()
-            finally:
-                c.spec = sweep_spec
-            self.domain_tokens = self.domain_tokens or getattr(c.strategy, "domain_tokens", None)
-        return self._data[preset]
-
-    def _payload(self, preset: str) -> dict[str, Any]:
-        """The request every trial at `preset` shares (workers.protocol.TrialRequest as JSON: the rung's
-        model size and training settings)."""
-        from orchestrator.requests import trial_template
-
-        c = self.c
-        _, vocab = self._rung_data(preset)
-        return trial_template(rung_spec(c.spec, preset), vocab, c.where.num_cpus).to_json()
-
-    def _train(self, preset: str, tids: list[str]) -> None:
-        """Keep `budget.concurrency` ladder trials in flight until each completed or failed for good."""
-        c = self.c
-        base, timeout = self._payload(preset), attempt_timeout_s(rung_spec(c.spec, preset)) or math.inf
-        data_ref = self._data[preset][0]
-        queue, running = list(tids), {}
-        for tid in tids:
-            if c.state.ladder[tid].status == TrialStatus.RUNNING:  # left running by a stopped controller
-                c._record("trial_requeued", trial=tid, attempt=c.state.ladder[tid].attempts, reason="the controller stopped while it ran")
-        while queue or running:
-            c.lock.beat()
-            while queue and len(running) < c.spec.budget.concurrency:
-                tid = queue.pop(0)
-                t = c.state.ladder[tid]
-                if t.attempts >= c.spec.budget.max_attempts:
-                    c._record("trial_failed", trial=tid, reason=f"no attempts left ({t.attempts} of {c.spec.budget.max_attempts})")
-                    continue
-                name = f"trial-{tid}-{t.attempts + 1}" if t.attempts else f"trial-{tid}"
-                c._record("trial_started", trial=tid, attempt=t.attempts + 1, actor=name)
-                payload = {**base, "trial": tid, "mixture": t.mixture, "trial_dir": str(trial_dir(c.dir, tid).resolve())}
-                trial_dir(c.dir, tid).mkdir(parents=True, exist_ok=True)
-                actor, gen = launch(name, payload, data_ref, c.where, sweep_namespace(c.store.location))
-                running[gen] = (tid, actor, time.time() + timeout)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            for gen in ready:
-                if not self._advance(gen, running[gen]):
-                    tid, actor, _ = running.pop(gen)
-                    stop(actor)
-                    if c.state.ladder[tid].status == TrialStatus.PROPOSED:  # requeued
-                        queue.append(tid)
-            for gen, (tid, actor, deadline) in list(running.items()):
-                if time.time() > deadline:
-                    running.pop(gen)
-                    stop(actor)
-                    c._record("trial_requeued", trial=tid, attempt=c.state.ladder[tid].attempts, reason="hung past its timeout")
-                    queue.append(tid)
-
-    def _advance(self, gen, run: tuple) -> bool:
-        """Take one streamed message; False when the trial's attempt has ended (done, failed, died)."""
-        c, (tid, _, _) = self.c, run
-        try:
-            message = message_from_json(ray.get(next(gen)))
-        except StopIteration:
-            c._record("trial_failed", trial=tid, reason="the trainer ended without a result")
-            return False
-        except Exception as err:
-            from orchestrator.controller import _reason
-
-            if died(err):
-                c._record("trial_requeued", trial=tid, attempt=c.state.ladder[tid].attempts, reason=_reason(err))
-            else:
-                c._record("trial_failed", trial=tid, reason=_reason(err))
-            return False
-        if isinstance(message, Placement):
-            c._record("trial_placed", trial=tid, node_id=message.node_id, pid=message.pid, gpus=message.gpus)
-            return True
-        if not isinstance(message, TrialResult):
-            c._record("trial_progress", trial=tid, step=message.step, tokens=message.tokens, losses=message.losses,
-                      elapsed_s=round(message.elapsed_s, 3))
-            return True
-        missing = [d for d in c.objective.coefficients if d not in message.losses]
-        if missing or not message.is_finite():
-            c._record("trial_failed", trial=tid, reason=f"invalid result: missing {missing}" if missing else f"non-finite losses {message.losses}")
-            return False
-        body = {"trial": tid, "mixture": c.state.ladder[tid].mixture, "preset": c.state.ladder[tid].preset, **message.to_json()}
-        body.pop("kind")
-        write_json_atomic(trial_dir(c.dir, tid) / "result.json", body)
-        c._record("trial_completed", trial=tid, losses=message.losses, loss_stderr=message.loss_stderr,
-                  objective=c.objective(message.losses), tokens=message.tokens, steps=message.steps, wall_s=round(message.wall_s, 3))
-        return False
+        self.record("scale_recommended", **rec)
+        self.log(f"ladder: scale-aware recommendation at {preset}: {Mixture.from_dict(rec['mixture'], self.domains)} "
+                 f"(predicted objective {rec['objective']:.4f} ± {rec['objective_std']:.4f})")
 
 
 def scale_recommendation(state: SweepState, domains: tuple[str, ...], base: str, preset: str, objective,
@@ -323,34 +239,3 @@ def check_rung(base: str, preset: str) -> None:
         raise LadderError(f"--preset: unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     if PRESETS[preset].non_embedding_params() <= PRESETS[base].non_embedding_params():
         raise LadderError(f"--preset: {preset} is not larger than the sweep's preset {base}; pick a larger one ({', '.join(PRESETS)})")
-
-
-def run_ladder_command(spec, sweep_dir: str, preset: str, top_k: int, baselines: list[str],
-                       log=print, cpu_fallback: bool = True, scale_model: bool = False) -> dict[str, Any] | None:
-    """`mixsweep ladder`: re-train a finished sweep's best `top_k` mixtures and baselines at `preset`,
-    holding the sweep's lock and appending to its journal (Ray must be initialised)."""
-    from orchestrator.controller import Controller
-    from orchestrator.journal import Journal, read_events
-    from orchestrator.lock import SweepLock
-    from orchestrator.metrics import SweepMetrics
-
-    base = spec.proxy.preset
-    check_rung(base, preset)
-    c = Controller(spec, sweep_dir, log=log, cpu_fallback=cpu_fallback)
-    c.store.pull()
-    for e in read_events(c.dir / JOURNAL):
-        c.state.apply(e)
-    if not c.state.finished:
-        raise LadderError(f"the sweep in {sweep_dir} has not finished; `mixsweep resume {sweep_dir}` first")
-    c.lock = SweepLock(c.dir)
-    c.lock.acquire()
-    c.journal = Journal(c.dir / JOURNAL, repair=True, log=log)
-    try:
-        c.where = placement(spec.resources, cpu_fallback)
-        c.metrics = SweepMetrics(spec.name)
-        return LadderStage(c, scale_model=scale_model).run([base, preset], top_k, baselines)
-    finally:
-        c.journal.close()
-        c.lock.release()
-        c.store.push(force=True)
-        c.store.remove("controller.lock")

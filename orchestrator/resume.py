@@ -22,7 +22,8 @@ from orchestrator.trial import TrialStatus
 # Changes a resumed sweep accepts: more budget, different concurrency or fault tolerance.
 # `budget.weight_precision` only decides which later proposals count as repeats; the repeats already
 # journaled are re-told as they were (retell), so changing it (or a sweep from before it) is safe.
-SAFE_CHANGES = {"budget.concurrency", "budget.max_attempts", "budget.trial_timeout_s", "budget.weight_precision", "dir"}
+SAFE_CHANGES = {"budget.concurrency", "budget.max_attempts", "budget.trial_timeout_s", "budget.weight_precision", "dir",
+                "resources.reuse_actors"}
 
 
 class SpecChanged(ValueError):

@@ -335,6 +335,8 @@ class ResourcesSpec(_Strict):
 
     gpus: float = Field(0.0, ge=0, description="GPUs per trial (fractions share a GPU).")
     cpus: float = Field(1.0, gt=0, description="CPUs per trial.")
+    reuse_actors: bool = Field(True, description="Keep trainer processes between trials (a fresh one only after a "
+                               "failure): actor start-up leaves the critical path. false: one process per trial.")
 
 
 class DataSpec(_Strict):

@@ -184,7 +184,7 @@ async def render_actors_page(devtools_http: str, dashboard: str, token: str, exp
 def test_dashboard_lists_the_running_trial_actors(sweep):
     dashboard, sweep_dir, token = sweep
     actors = running_actors(sweep_dir, 2, timeout_s=60)
-    assert all(re.fullmatch(r"trial-t[0-9a-f]+", a) for a in actors)
+    assert all(re.fullmatch(r"trainer-\d+|trial-t[0-9a-f]+", a) for a in actors)  # pooled, or one per trial
     # Token authentication is on: the dashboard's API refuses a request without the token.
     assert http_status(f"{dashboard}/api/v0/actors") == 401
     assert http_status(f"{dashboard}/api/v0/actors", {"Authorization": f"Bearer {token}"}) == 200
