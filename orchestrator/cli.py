@@ -109,7 +109,7 @@ def frozen_spec(dir: Path):
 
 def _drive(s, sweep_dir: str, address: str | None, quiet: bool, resume: bool) -> None:
     from orchestrator.controller import Controller
-    from orchestrator.progress import SweepView
+    from orchestrator.live import SweepView
     from orchestrator.report import write_report
 
     address = address or os.environ.get("RAY_ADDRESS")

@@ -183,7 +183,7 @@ def train_proxy(config: TrainConfig, mixture: Mapping[str, float], train: Mappin
             "throughput": meter.current().to_json()}
     if token_logprobs_to:
         from workers.files import write_arrays
-        from workers.experts import token_logprobs
+        from workers.token_logprobs import token_logprobs
 
         write_arrays(token_logprobs_to, token_logprobs(model, val, seq_len, batch_size, device, amp))
         info["token_logprobs"] = token_logprobs_to
