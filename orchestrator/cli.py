@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.journal import JournalError, load
-from orchestrator.spec import SpecError, load_spec
+from orchestrator.spec import SpecError, load_frozen_spec, load_spec
 from orchestrator.storage import SweepStore
 from orchestrator.sweepdir import JOURNAL
 
@@ -96,15 +96,8 @@ def resume(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
            quiet: bool = typer.Option(False, "--quiet", help="No live table; one line per finished trial.")) -> None:
     """Continue a stopped sweep (crash, SIGKILL, lost head): finished trials are kept, never re-trained."""
     local = _local(dir)
-    s = load_spec(spec) if spec else frozen_spec(local)
+    s = load_spec(spec) if spec else load_frozen_spec(local)
     _drive(s, dir, address, quiet, resume=True)
-
-
-def frozen_spec(dir: Path):
-    """The spec a sweep ran with, from its directory (SpecError, one line, when missing or invalid)."""
-    from orchestrator.spec import load_frozen_spec
-
-    return load_frozen_spec(dir)
 
 
 def _drive(s, sweep_dir: str, address: str | None, quiet: bool, resume: bool) -> None:
@@ -225,7 +218,7 @@ def ladder(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
     if unknown:
         raise LadderError(f"--baselines: unknown {unknown}; use uniform and/or token_prior")
     local = _local(dir)
-    s = frozen_spec(local)
+    s = load_frozen_spec(local)
     check_rung(s.proxy.preset, preset)  # before starting Ray
     address = address or os.environ.get("RAY_ADDRESS")
     _init_ray(address)
@@ -252,7 +245,7 @@ def export_(dir: str = typer.Argument(..., help="Sweep directory (path or URI)."
     from orchestrator.export import export
 
     local = _local(dir)
-    written = export(local, format, out=out, paths=paths, spec=frozen_spec(local) if format == "megatron" else None)
+    written = export(local, format, out=out, paths=paths, spec=load_frozen_spec(local) if format == "megatron" else None)
     if out is None:
         SweepStore(dir).push(force=True)
     console.print(f"{format}: {written}", soft_wrap=True, highlight=False)

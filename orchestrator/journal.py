@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
 from orchestrator.objective import Objective
+from orchestrator.spec import SpecError
 from orchestrator.state import SweepState
-from orchestrator.sweepdir import SPEC, BadTrialId, check_trial_id
+from orchestrator.sweepdir import SPEC, BadTrialId, check_trial_id, read_frozen_spec
 
 EVENTS = (
     "sweep_started",
@@ -145,13 +144,23 @@ def load(path: str | Path, warn: list[str] | None = None,
 def objective_beside(journal: Path) -> Objective | None:
     """The sweep's Objective from `spec.yaml` in the journal's directory (None without one); JournalError
     naming the file when its objective or domains cannot be read."""
-    spec = journal.parent / SPEC
-    if not spec.is_file():
+    raw = frozen_beside(journal)
+    if raw is None:
         return None
     try:
-        return Objective.from_frozen_spec(yaml.safe_load(spec.read_text(encoding="utf-8")))
-    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as err:
-        raise JournalError(f"{spec}: its objective cannot be read ({type(err).__name__}); restore it from a backup") from None
+        return Objective.from_frozen_spec(raw)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise JournalError(f"{journal.parent / SPEC}: its objective cannot be read ({type(err).__name__}); "
+                           "restore it from a backup") from None
+
+
+def frozen_beside(journal: Path) -> dict[str, Any] | None:
+    """The frozen spec in the journal's directory (sweepdir.read_frozen_spec, strict; None without one);
+    JournalError, one line, when it cannot be read."""
+    try:
+        return read_frozen_spec(journal.parent, missing_ok=True)
+    except SpecError as err:
+        raise JournalError(f"not a frozen spec: {err}") from None
 
 
 def replay(path: str | Path, warn: list[str] | None = None) -> SweepState:
@@ -188,14 +197,13 @@ class Names:
     @classmethod
     def beside(cls, journal: Path) -> "Names":
         """From `spec.yaml` in the journal's directory; names are only checked as names without one."""
-        spec = journal.parent / SPEC
-        if not spec.is_file():
+        raw = frozen_beside(journal)
+        if raw is None:
             return cls()
         try:
-            raw = yaml.safe_load(spec.read_text(encoding="utf-8"))
             return cls.from_spec(raw)
-        except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as err:
-            raise JournalError(f"{spec}: not a frozen spec ({type(err).__name__}); restore it from a backup") from None
+        except (AttributeError, KeyError, TypeError) as err:
+            raise JournalError(f"{journal.parent / SPEC}: not a frozen spec ({type(err).__name__}); restore it from a backup") from None
 
     @classmethod
     def from_spec(cls, raw: dict[str, Any]) -> "Names":

@@ -37,6 +37,25 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes(str(path), json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
+def read_frozen_spec(sweep_dir: str | Path, missing_ok: bool = False) -> dict[str, Any] | None:
+    """The frozen `spec.yaml` of a sweep directory as the controller wrote it (spec fields plus
+    spec.FROZEN_EXTRAS), read strictly like every spec (spec.read_yaml: duplicate keys are errors). The
+    one reader of that file. Missing: None with `missing_ok`, else SpecError; unreadable, not YAML or not
+    a mapping: SpecError, one line naming the file and the fix."""
+    from orchestrator.spec import SpecError, read_yaml
+
+    p = Path(sweep_dir) / SPEC
+    if not p.is_file():
+        if missing_ok:
+            return None
+        raise SpecError(f"{sweep_dir}: no {SPEC} (the sweep's frozen spec); restore it, or pass the sweep's spec "
+                        "with `--spec FILE` where the command takes one")
+    raw = read_yaml(p, "frozen spec")
+    if not isinstance(raw, dict):
+        raise SpecError(f"frozen spec {p}: not a YAML mapping; restore it from the spec the sweep ran with")
+    return raw
+
+
 def trial_dir(sweep_dir: Path, trial: str) -> Path:
     """`<sweep dir>/trials/<id>`; BadTrialId for anything but a trial id, so no name reaches outside."""
     return Path(sweep_dir) / TRIALS / check_trial_id(trial)

@@ -52,9 +52,9 @@ def test_every_format_parses_back_to_the_recommended_weights(tmp_path):
     assert yaml.safe_load(export(d, "yaml").read_text())["mixture"] == RECOMMENDED
 
     # Megatron: paths from the spec where a domain is one file, the others from --paths.
-    from orchestrator.cli import frozen_spec
+    from orchestrator.spec import load_frozen_spec
 
-    blend = export(d, "megatron", paths="code=/data/code_text_document,math=/data/math_text_document", spec=frozen_spec(d))
+    blend = export(d, "megatron", paths="code=/data/code_text_document,math=/data/math_text_document", spec=load_frozen_spec(d))
     pairs = parse_megatron(blend.read_text())
     assert [p for _, p in pairs] == [str(d / "data" / "web.jsonl"), "/data/code_text_document", "/data/math_text_document"]
     assert [w for w, _ in pairs] == [RECOMMENDED[x] for x in DOMAINS]

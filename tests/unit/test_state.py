@@ -13,6 +13,7 @@ from orchestrator.journal import Journal, load
 from orchestrator.ladder import ladder_mixtures, ladder_summary
 from orchestrator.objective import Objective
 from orchestrator.state import SweepState
+from orchestrator.sweepdir import read_frozen_spec
 
 DOMAINS = ("a", "b")
 UNIFORM = {"a": 0.5, "b": 0.5}
@@ -81,7 +82,7 @@ def test_trials_completed_before_the_reference_run_are_scored_against_it_once_it
 def test_before_the_reference_run_every_trial_is_on_the_plain_scale(tmp_path):
     d = _sweep(tmp_path)
     events, _ = load(d / "journal.jsonl")
-    state = SweepState(Objective.from_frozen_spec(yaml.safe_load((d / "spec.yaml").read_text())))
+    state = SweepState(Objective.from_frozen_spec(read_frozen_spec(d)))
     for e in events:
         state.apply(e)
         if e["event"] == "trial_completed" and e["trial"] == "t0000000000a2":
