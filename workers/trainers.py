@@ -67,11 +67,6 @@ class Backend:
     reads_data: str | None = None
     options: frozenset[str] = frozenset({"replicate"})
 
-    @property
-    def writes_token_logprobs(self) -> bool:
-        """Whether expert trials can write per-token log-probabilities (MDE, MixMin)."""
-        return "token_logprobs" in self.options
-
 
 def lazy(ref: str) -> Callable:
     """The function `module:function`, imported at its first call."""

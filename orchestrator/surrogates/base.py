@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -34,20 +34,6 @@ class Surrogate(abc.ABC):
     def min_runs(k: int) -> int:
         """Fewest runs a fit is meaningful with, for k training domains."""
         return 2
-
-    def info(self) -> dict[str, Any]:
-        """JSON facts about the fit (for notes and reports)."""
-        return {"surrogate": self.name}
-
-
-def compose(mean: np.ndarray, std: np.ndarray, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Objective mean and std from per-domain mean/std (n, m) and coefficients (m,).
-
-    The objective is linear in the losses; domain errors are treated as independent (the surrogates
-    model domains separately), so variances add with squared coefficients. Strategies compose through
-    `Objective.compose`, which does this for linear objectives and Monte Carlo for `worst`.
-    """
-    return mean @ coefficients, np.sqrt((std**2) @ (coefficients**2))
 
 
 def check_xy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ transfer between domains, so it ranks poorly once cross-domain effects dominate 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -54,6 +54,3 @@ class BiMixSurrogate(Surrogate):
         logw = np.log(X[:, self.pairs] + self.eps)  # (n, m)
         mean = np.exp(self.coef[:, 0] - self.coef[:, 1] * logw)
         return mean, mean * self.sigma_log  # delta method: sd(L) ~ L * sd(log L)
-
-    def info(self) -> dict[str, Any]:
-        return {"surrogate": self.name, "eps": self.eps}

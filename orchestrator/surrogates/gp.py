@@ -20,7 +20,6 @@ from torch's global RNG, and strategies must be deterministic.
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import torch
@@ -109,6 +108,3 @@ class GPSurrogate(Surrogate):
         if self.model is None:
             raise RuntimeError("fit the surrogate before predict")
         return posterior_mean_std(self.model, np.atleast_2d(X))
-
-    def info(self) -> dict[str, Any]:
-        return {"surrogate": self.name, "fit_maxiter": self.maxiter}

@@ -48,6 +48,3 @@ class LightGBMSurrogate(Surrogate):
         X = np.atleast_2d(np.asarray(X, dtype=float))
         P = np.stack([np.column_stack([m.predict(X) for m in member]) for member in self.models])  # (members, n, m)
         return P.mean(axis=0), P.std(axis=0)
-
-    def info(self) -> dict[str, Any]:
-        return {"surrogate": self.name, "n_estimators": self.n_estimators, "learning_rate": self.learning_rate}

@@ -12,7 +12,6 @@ holds one loss per run, so only the mixture law is fitted here.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
@@ -95,6 +94,3 @@ class MixingLawSurrogate(Surrogate):
         X = np.atleast_2d(np.asarray(X, dtype=float))
         mean = np.column_stack([law(p, X) for p in self.params])
         return mean, np.broadcast_to(self.sigma, mean.shape).copy()
-
-    def info(self) -> dict[str, Any]:
-        return {"surrogate": self.name, "starts": self.starts, "huber_delta": self.delta}

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
 from orchestrator.optimize import Bounds, minimize_on_simplex, project
-from orchestrator.surrogates.base import compose
 from orchestrator.surrogates.bimix import BiMixSurrogate
 from orchestrator.surrogates.gp import GPSurrogate
 from orchestrator.surrogates.lightgbm import LightGBMSurrogate
@@ -61,11 +60,6 @@ def test_gp_uncertainty_grows_away_from_the_data():
     fit = GPSurrogate(maxiter=30).fit(W, mixing_law_losses(W))
     _, std = fit.predict(np.array([[0.66, 0.15, 0.1, 0.09], [0.0, 0.0, 0.0, 1.0]]))
     assert np.all(std[1] > std[0])
-
-
-def test_compose_is_the_objective_of_independent_domains():
-    mean, std = compose(np.array([[1.0, 3.0]]), np.array([[0.3, 0.4]]), np.array([0.5, 0.5]))
-    assert mean[0] == pytest.approx(2.0) and std[0] == pytest.approx(0.25)
 
 
 @settings(max_examples=60, deadline=None)

@@ -65,7 +65,7 @@ def test_every_trainer_kind_of_the_spec_has_a_backend():
     kinds = {get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(TrainerSpec)[0])}
     assert kinds == set(TRAINERS)
     assert backend_for("proxy").reads_data == TOKEN_SHARDS and backend_for("replay").reads_data == REPLAY_MODEL
-    assert [k for k, b in TRAINERS.items() if b.writes_token_logprobs] == ["proxy"]
+    assert [k for k, b in TRAINERS.items() if "token_logprobs" in b.options] == ["proxy"]  # experts (MDE, MixMin)
     with pytest.raises(UnknownTrainer, match="'nope' is unknown; use one of proxy, synthetic"):
         backend_for("nope")
 
