@@ -1,7 +1,9 @@
 """The journal: an append-only JSONL log of sweep events; the sweep's single source of truth.
 
-Each line is one event `{"seq", "time", "event", ...}`. Appends are flushed and fsync'd before the
-controller acts on them, so a crash loses at most the event being written. `replay` folds the log
+Each line is one event `{"seq", "time", "event", ...}`. Appends are flushed and, unless
+`durable=False`, fsync'd before the controller acts on them, so a crash loses at most the event being
+written. The controller passes `durable=False` for `trial_progress` and `trial_placed` only (flushed,
+so a killed process loses none; on the disk with the next fsync): resume never needs them. `replay` folds the log
 into a SweepState; a last line cut by a crash is dropped (and reported), corruption elsewhere is an
 error naming the line.
 

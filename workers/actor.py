@@ -1,9 +1,11 @@
-"""TrialActor: runs one trial on a Ray worker and streams what it reports.
+"""TrialActor: runs trials on a Ray worker, one at a time, and streams what each reports.
 
 `run` is a Ray streaming generator: it yields the attempt's Placement, then Progress dicts as the
 trainer evaluates, then one result dict (workers/protocol.py). The trainer runs in a thread and hands
 reports through a queue, so trainers stay plain functions with a callback and need not know they are
-inside a generator. Which trainer runs is the request's trainer kind (workers/trainers.py).
+inside a generator. Which trainer runs is the request's trainer kind (workers/trainers.py). The
+controller's TrialRunner keeps an actor between trials (`resources.reuse_actors`) and replaces it after
+any failure. The actor keeps no state of its own between trials.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def run_trainer(request: TrialRequest, data: Any, report) -> TrialResult:
 
 
 class TrialActor:
-    """One per trial; named `trial-<id>` so the Ray dashboard shows which trial holds which GPU."""
+    """A trainer process: `run` streams one trial's attempt; pooled actors run many trials in turn
+    (named `trainer-<n>`, each trial's task `trial-<id>`, so the dashboard shows which trial holds which GPU)."""
 
     def run(self, request: TrialRequest | Mapping[str, Any], data: Any = None) -> Iterator[dict[str, Any]]:
         """Stream one attempt of `request` (a TrialRequest or its `to_json()`); `data` is what its
