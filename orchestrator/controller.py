@@ -44,10 +44,10 @@ from orchestrator.state import SweepState
 from orchestrator.storage import SweepStore
 from orchestrator.runner import DivergenceBound, Ended, FaultHook, Job, TrialRunner
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, write_json_atomic
-from orchestrator.strategies import Recommendation, build_strategy
+from orchestrator.strategies import Recommendation, Strategy, build_strategy
+from orchestrator.strategies.contract import Artifacts, Outcome
 from orchestrator.export import refresh_exports
-from orchestrator.resume import (adoptable_results, adopted_completion, check_not_orphaned, check_resumable, retell,
-                                 tell_artifacts)
+from orchestrator.resume import adoptable_results, adopted_completion, check_not_orphaned, check_resumable, retell
 from orchestrator.trial import TrialStatus
 
 
@@ -106,13 +106,7 @@ class Controller:
         self.strategy = build_strategy(spec.strategy.kind, spec.strategy.options, self.domains, self.objective, spec.seed)
         self.state = SweepState(self.objective)
         self.jobs = JobFactory(spec, self.store, log=log)
-        if getattr(self.strategy, "needs_token_logprobs", False) and spec.trainer.kind != "proxy":
-            raise SpecError(f"`strategy.kind`: {spec.strategy.kind} needs per-token log-probabilities of domain experts, "
-                            "which only the proxy trainer writes; use `trainer: {kind: proxy}` or another strategy")
-        needs = getattr(self.strategy, "needs_proxy_trainer", None)  # why the strategy needs it, in words
-        if needs and spec.trainer.kind != "proxy":
-            raise SpecError(f"`strategy.kind`: {spec.strategy.kind} {needs}, which only the proxy trainer does; "
-                            "use `trainer: {kind: proxy}` or another strategy")
+        check_requirements(self.strategy, spec, self.objective, log)
         self.fault = FaultHook()
         self._strategy_saved = 0.0
         self._data_journal: dict[str, Any] = {}
@@ -205,7 +199,7 @@ class Controller:
         was not (a crash between the two): it is finished, never trained again. Returns the events."""
         adopted = []
         for t, body in list(adoptable_results(self.dir, self.state, self.objective.coefficients)):
-            record = self.journal.append("trial_completed", **adopted_completion(body, self.objective))
+            record = self.journal.append("trial_completed", **adopted_completion(body))
             self.state.apply(record)
             adopted.append(record)
             self.log(f"resume: adopted the result of {t.id} (written before a crash, never journaled)")
@@ -286,22 +280,21 @@ class Controller:
     def _job(self, t) -> Job:
         """The Job of a journaled sweep trial. Its options are those journaled with the proposal, so a retry
         or a resumed sweep runs the trial as it was proposed (a journal from before options were recorded
-        has none: the strategy is asked again)."""
-        mixture = Mixture.from_dict(t.mixture, self.domains)
-        options = t.options if t.options is not None else self.strategy.trial_options(mixture)
-        return self.jobs.job(t.id, mixture.as_dict(), options)
+        has none, and the trial runs without)."""
+        return self.jobs.job(t.id, Mixture.from_dict(t.mixture, self.domains).as_dict(), t.options or {})
 
     def _told(self, ended: Ended | None) -> None:
-        """Tell the strategy how a trial ended (its artifacts first: expert log-probabilities, DoReMi's
-        weights; journaled with the completion, so resume tells them again)."""
+        """Tell the strategy how a trial ended: an Outcome with the losses and what the trial wrote for it
+        (expert log-probabilities, DoReMi's weights; journaled with the completion, so resume tells the
+        same), or the failure, `retryable` when the machine failed rather than the mixture."""
         if ended is None:
             return
         mixture = Mixture.from_dict(ended.mixture, self.domains)
         if ended.result is not None:
-            tell_artifacts(self.strategy, mixture, ended.artifacts)
-            self.strategy.tell(mixture, ended.result.losses, ended.result.loss_stderr)
+            self.strategy.tell(Outcome(mixture, ended.result.losses, ended.result.loss_stderr,
+                                       Artifacts.from_json(ended.artifacts)))
         else:
-            self.strategy.tell_failed(mixture, ended.reason or "failed")
+            self.strategy.tell_failed(mixture, ended.reason or "failed", retryable=self.state.trial(ended.trial).retryable)
         self._save_strategy()
 
     def _seed_strategy(self) -> None:
@@ -315,7 +308,7 @@ class Controller:
         if set(table.domains) != set(self.domains):
             raise RunsTableError(f"strategy.seed_runs {path}: its weight columns {list(table.domains)} must be the sweep's domains {list(self.domains)}")
         for mixture, losses in zip(table.mixtures(), table.loss_dicts()):
-            self.strategy.tell(Mixture.from_dict(mixture.as_dict(), self.domains), losses)
+            self.strategy.tell(Outcome(Mixture.from_dict(mixture.as_dict(), self.domains), losses))
         self.log(f"strategy seeded with {len(table)} runs from {path}")
 
     def _record(self, event: str, **fields: Any) -> dict:
@@ -364,11 +357,11 @@ class Controller:
         proposals = self.strategy.ask(n, [Mixture.from_dict(m, self.domains) for m in self.runner.pending_mixtures()])
         proposal_s = round(time.perf_counter() - t0, 4)
         started = repeats = 0
-        for mixture in proposals[:n]:
+        for proposal in proposals[:n]:
             # Trainer options the strategy wants for this trial (experts' log-probabilities, DoReMi's
             # reference and proxy runs, a replicate) are part of its id: DoReMi's proxy run at the reference
             # mixture is not the reference run. Without options the id is what it always was.
-            options = self.strategy.trial_options(mixture)
+            mixture, options = proposal.mixture, dict(proposal.options)
             tid = self.jobs.trial_id(mixture, options)
             known = self._already_run(tid, mixture, options)
             if known is not None:
@@ -385,11 +378,9 @@ class Controller:
     def _check_in_space(self, mixture: Mixture) -> None:
         """Stop, in one line, when a proposal lies outside the strategy's space (its floor and bounds where
         it has them, and the data caps): a strategy bug must not become a journaled, resumable trial."""
-        bounds = getattr(self.strategy, "bounds", None)
-        caps = self.strategy.caps or {}
+        bounds, caps = self.strategy.bounds, self.strategy.caps or {}
         for i, (d, w) in enumerate(mixture.as_dict().items()):
-            lower = float(bounds.lower[i]) if bounds is not None else 0.0
-            upper = min(float(bounds.upper[i]) if bounds is not None else 1.0, caps.get(d, 1.0))
+            lower, upper = float(bounds.lower[i]), min(float(bounds.upper[i]), caps.get(d, 1.0))
             if not lower - 1e-5 <= w <= upper + 1e-5:  # weights are stored to 6 decimals
                 raise ProposalOutOfSpace(f"strategy {self.spec.strategy.kind} proposed {d}={w:.6f}, outside its space "
                                          f"[{lower:.6f}, {upper:.6f}] (min_weight, bounds, data caps); this is a bug: report it "
@@ -425,9 +416,9 @@ class Controller:
         self._record("trial_reused", trial=known.id, mixture=mixture.as_dict(), matched=known.status.value,
                      distance=round(_weight_distance(known.mixture, mixture.as_dict()), 6))
         if known.status == TrialStatus.COMPLETED:
-            self.strategy.tell(mixture, known.losses, known.loss_stderr)
+            self.strategy.tell(Outcome(mixture, known.losses, known.loss_stderr))
         elif known.status == TrialStatus.FAILED:
-            self.strategy.tell_failed(mixture, known.reason or "failed before")
+            self.strategy.tell_failed(mixture, known.reason or "failed before", retryable=known.retryable)
 
     def _save_strategy(self, force: bool = False) -> None:
         """strategy.json, at most every 5 s (resume re-tells from the journal; this is for people)."""
@@ -447,6 +438,22 @@ class Controller:
         (self.dir / REPORT).mkdir(exist_ok=True)
         write_json_atomic(self.dir / REPORT / "recommendation.json", rec.to_json())
         return rec
+
+
+def check_requirements(strategy: Strategy, spec: SweepSpec, objective: Objective, log: Callable[[str], None]) -> None:
+    """SpecError (one line) when the trainer cannot give what the strategy declares it needs
+    (`Strategy.requirements`); a warning when the objective needs a reference run the strategy never proposes."""
+    needs, kind = strategy.requirements, spec.strategy.kind
+    if needs.proxy_trainer and spec.trainer.kind != "proxy":
+        raise SpecError(f"`strategy.kind`: {kind} {needs.proxy_trainer}, which only the proxy trainer does; "
+                        "use `trainer: {kind: proxy}` or another strategy")
+    if needs.domain_tokens and spec.trainer.kind != "proxy":
+        raise SpecError(f"`strategy.kind`: {kind} needs the tokens per domain, which only the proxy trainer reads (this "
+                        "trainer reads no data); use `trainer: {kind: proxy}`, or strategy `fixed` with `options.weights`")
+    if objective.needs_reference and not needs.reference_run:
+        log(f"warning: the objective is measured against a run at the reference mixture (`excess`, `max_excess`), "
+            f"which strategy {kind} does not propose; until a trial lands there, `excess` is the plain worst loss "
+            "and `max_excess` is not checked")
 
 
 def _options_key(options: dict[str, Any] | None) -> str:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from orchestrator.jobs import JobFactory
     from orchestrator.runner import TrialRunner
     from orchestrator.state import SweepState
+    from orchestrator.strategies.base import Strategy
 
 
 class LadderError(ValueError):
@@ -73,13 +74,13 @@ class LadderStage:
     `record(event, **fields)` journals (the controller's); `beat()` keeps the sweep's lock alive."""
 
     def __init__(self, spec, state: SweepState, jobs: JobFactory, runner: TrialRunner, record: Callable[..., dict],
-                 beat: Callable[[], None], log: Callable[[str], None] = print, strategy=None,
+                 beat: Callable[[], None], log: Callable[[str], None] = print, strategy: Strategy | None = None,
                  scale_model: bool = False) -> None:
         self.spec, self.state, self.jobs, self.runner = spec, state, jobs, runner
         self.record, self.beat, self.log, self.strategy = record, beat, log, strategy
         self.domains = spec.domain_names
         self.scale_model = scale_model  # `mixsweep ladder --scale-model` (the spec's ladder.scale_model otherwise)
-        self.domain_tokens = getattr(strategy, "domain_tokens", None) or state.domain_tokens
+        self.domain_tokens = (strategy.domain_tokens if strategy is not None else None) or state.domain_tokens
 
     def run(self, presets: list[str], top_k: int, baselines: list[str]) -> dict[str, Any] | None:
         """Train every rung's missing trials (presets[0] = the sweep's scale); return the summary."""
@@ -129,10 +130,10 @@ class LadderStage:
         if preset == base:
             return
         strategy = self.strategy
-        bounds = getattr(strategy, "bounds", None)
-        if bounds is None:  # strategies without bounds: the simplex, inside the data's caps
-            caps = getattr(strategy, "caps", None) or self.state.caps or {}
-            bounds = Bounds.of(self.domains, 0.0, {d: (0.0, caps[d]) for d in caps})
+        # The strategy's space (its floor and bounds, already inside the data caps: Strategy.set_caps); without
+        # a strategy, the simplex inside the journaled caps.
+        bounds = strategy.bounds if strategy is not None else \
+            Bounds.of(self.domains, 0.0, {d: (0.0, c) for d, c in (self.state.caps or {}).items()})
         objective = self.state.objective if self.state.objective is not None else strategy.objective
         try:
             rec = scale_recommendation(self.state, self.domains, base, preset, objective, bounds, self.spec.seed)

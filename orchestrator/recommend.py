@@ -43,6 +43,7 @@ from orchestrator.runs import (
 )
 from orchestrator.strategies import STRATEGIES, Strategy, build_strategy
 from orchestrator.strategies.base import Predictive
+from orchestrator.strategies.contract import Outcome
 
 DEFAULT_STRATEGY = "gp"
 # Offline nothing waits on the answer, so the GP's hyperparameters are fitted for longer than in a
@@ -125,11 +126,11 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
     `options` (the strategy's Config fields) go over OFFLINE_OPTIONS for the kind."""
     if kind not in STRATEGIES:
         raise RunsTableError(f"--strategy {kind!r} is unknown; use one of {', '.join(sorted(STRATEGIES))}")
-    cls = STRATEGIES[kind]
-    if cls.needs_sweep:
-        raise RunsTableError(f"--strategy {kind} {cls.needs_sweep}; run a sweep with it (`mixsweep run` with "
+    needs = STRATEGIES[kind].requirements
+    if needs.sweep_only:
+        raise RunsTableError(f"--strategy {kind} {needs.sweep_only}; run a sweep with it (`mixsweep run` with "
                              f"strategy.kind: {kind}), or fit another --strategy to the table (e.g. {DEFAULT_STRATEGY})")
-    if cls.needs_domain_tokens:
+    if needs.domain_tokens:
         raise RunsTableError(f"--strategy {kind} needs the tokens per domain, which a runs table does not hold; give the "
                              "mixture yourself: --strategy fixed --options '{\"weights\": {\"<domain>\": <share>, ...}}'")
     if objective.needs_reference:  # the table's uniform run, within its rounding (a strategy's own test is exact)
@@ -143,7 +144,7 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
     needed = strategy.min_runs() if isinstance(strategy, Predictive) else 1
     require_runs(table, needed, f"strategy {kind}")
     for mixture, losses in zip(table.mixtures(), table.loss_dicts()):
-        strategy.tell(mixture, losses)
+        strategy.tell(Outcome(mixture, losses))
     return strategy
 
 
@@ -242,7 +243,7 @@ def _answer(fitted: Strategy, out: Path, context: dict[str, Any], propose: int |
         _write_table_or_json(frame, out, context)
         typer.echo(f"scored {len(frame)} candidates -> {out}")
     elif propose is not None:
-        mixtures = fitted.ask(propose, [])
+        mixtures = [p.mixture for p in fitted.ask(propose, [])]  # a runs table's strategy asks for no trainer options
         _write_table_or_json(runs_frame(mixtures), out, context, key="proposals",
                              records=[m.as_dict() for m in mixtures])
         typer.echo(f"proposed {len(mixtures)} mixtures -> {out}")

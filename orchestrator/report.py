@@ -162,7 +162,7 @@ def rebuild_strategy(spec, state: SweepState, events: list[dict[str, Any]]) -> t
         return None, f"strategy {spec.strategy.kind} has no model of its own"
     strategy = build_strategy(spec.strategy.kind, spec.strategy.options, spec.domain_names,
                               Objective.from_spec(spec.objective, spec.domain_names), spec.seed)
-    strategy.domain_tokens = getattr(state, "domain_tokens", None)
+    strategy.domain_tokens = state.domain_tokens
     retell(strategy, events, state)
     if isinstance(strategy, ModelStrategy) and len(strategy.observations) < max(strategy.min_runs(), 1):
         return None, f"{spec.strategy.kind} needs {strategy.min_runs()} completed trials to model"
@@ -263,7 +263,7 @@ def mixture_rows(state: SweepState, spec, strategy, rec: dict[str, Any] | None) 
     if rec is not None:
         named.append(("recommended", Mixture.from_dict(rec["mixture"], domains)))
     for name in ("uniform", "token_prior"):
-        m = baseline_mixture(name, domains, getattr(state, "domain_tokens", None))
+        m = baseline_mixture(name, domains, state.domain_tokens)
         if m is not None:
             named.append((name, m))
     if spec is not None and spec.strategy.kind == "fixed":
@@ -340,7 +340,7 @@ def report_warnings(state: SweepState, rec: dict[str, Any] | None) -> list[str]:
             out.append(f"The recommendation is far from every observed run: the nearest, {done[nearest].id}, differs by "
                        f"{dist[nearest]:.2f} of the weight (total variation; flagged above {FAR_FROM_OBSERVED_TV}). "
                        "Its predicted losses are an extrapolation: train it before relying on it.")
-    for d, cap in sorted((getattr(state, "caps", None) or {}).items()):  # journaled data caps, when the sweep has them
+    for d, cap in sorted((state.caps or {}).items()):  # journaled data caps, when the sweep has them
         if cap < 1.0 and rec["mixture"].get(d, 0.0) >= cap - 1e-4:
             out.append(f"The recommendation sits on the data cap of {d} (weight {rec['mixture'][d]:.3f}, cap {cap:.3f} "
                        "from data.max_epochs): the optimum may lie beyond it; more data for this domain would let the mixture move.")

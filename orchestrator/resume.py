@@ -15,7 +15,8 @@ from typing import Any, Iterable, Iterator
 from orchestrator.journal import JournalError
 from orchestrator.mixture import Mixture
 from orchestrator.state import SweepState, TrialRecord
-from orchestrator.strategies import Strategy
+from orchestrator.strategies.base import Strategy
+from orchestrator.strategies.contract import Artifacts, Outcome
 from orchestrator.sweepdir import JOURNAL, result_files, trial_dir
 from orchestrator.trial import TrialStatus
 
@@ -69,10 +70,13 @@ def check_resumable(frozen: dict[str, Any], new: dict[str, Any]) -> dict[str, tu
 
 
 def retell(strategy: Strategy, events: Iterable[dict[str, Any]], state: SweepState) -> None:
-    """Tell the strategy every outcome in journal order, as the crashed controller did.
+    """Tell the strategy every outcome in journal order, as the crashed controller did: completions
+    with the artifacts journaled beside them, failures, and the repeats answered from earlier trials.
 
     Strategies are deterministic given their seed and the order of events, so this restores the
     strategy exactly, without trusting strategy.json (which a crash may have left behind the journal).
+    Then `asked` is the number of proposals the journal holds (trials proposed plus repeats), so that
+    sequence strategies (Sobol, the model strategies' design) continue where they were.
     """
     domains = strategy.domains
     for e in events:
@@ -87,13 +91,10 @@ def retell(strategy: Strategy, events: Iterable[dict[str, Any]], state: SweepSta
             continue
         mixture = Mixture.from_dict(t.mixture, domains)
         if kind == "trial_completed":
-            tell_artifacts(strategy, mixture, e.get("artifacts") or {})
-            strategy.tell(mixture, t.losses, t.loss_stderr)
+            strategy.tell(Outcome(mixture, e["losses"], e.get("loss_stderr"), Artifacts.from_json(e.get("artifacts"))))
         else:
-            strategy.tell_failed(mixture, t.reason or "failed")
-    if hasattr(strategy, "asked"):
-        # Sequence strategies (Sobol) continue where they were, rather than re-proposing old points.
-        strategy.asked = len(state.trials) + state.reused
+            strategy.tell_failed(mixture, e.get("reason") or "failed", retryable=bool(e.get("retryable", False)))
+    strategy.asked = len(state.trials) + state.reused
 
 
 def _retell_reuse(strategy: Strategy, e: dict[str, Any], t: TrialRecord) -> None:
@@ -104,20 +105,9 @@ def _retell_reuse(strategy: Strategy, e: dict[str, Any], t: TrialRecord) -> None
     mixture = Mixture.from_dict(e.get("mixture") or t.mixture, strategy.domains)
     matched = e.get("matched") or ("completed" if t.losses is not None else "failed")
     if matched == "completed":
-        strategy.tell(mixture, t.losses, t.loss_stderr)
+        strategy.tell(Outcome(mixture, t.losses, t.loss_stderr))
     elif matched == "failed":
-        strategy.tell_failed(mixture, t.reason or "failed")
-
-
-def tell_artifacts(strategy: Strategy, mixture: Mixture, artifacts: dict[str, str]) -> None:
-    """Hand a trial's arrays (expert log-probabilities) to a strategy that asked for them."""
-    location = artifacts.get("token_logprobs")
-    if location and hasattr(strategy, "tell_expert"):
-        from orchestrator.storage import read_arrays
-
-        strategy.tell_expert(mixture, read_arrays(location), source=location)
-    if artifacts and hasattr(strategy, "tell_artifacts"):  # e.g. DoReMi: reference weights, averaged weights
-        strategy.tell_artifacts(mixture, artifacts)
+        strategy.tell_failed(mixture, t.reason or "failed", retryable=t.retryable)
 
 
 # ------------------------------------------------------------------------------ adopting results
@@ -179,11 +169,11 @@ def result_problem(body: Any, t: TrialRecord, needed: list[str]) -> str | None:
     return None
 
 
-def adopted_completion(body: dict[str, Any], objective: Any = None) -> dict[str, Any]:
+def adopted_completion(body: dict[str, Any]) -> dict[str, Any]:
     """The `trial_completed` fields for an adopted result: facts only (losses, tokens, artifacts). No
-    objective is journaled: SweepState derives it from the losses (`objective` is unused, kept for callers)."""
+    objective is journaled: SweepState derives it from the losses."""
     info = body.get("info") if isinstance(body.get("info"), dict) else {}
-    artifacts = {k: info[k] for k in ("token_logprobs", "final_weights", "online") if k in info}
+    artifacts = Artifacts.from_json(info).to_json()
     return {"trial": body["trial"], "losses": body["losses"], "loss_stderr": body.get("loss_stderr") or {},
             "tokens": body.get("tokens", 0), "steps": body.get("steps", 0),
             "wall_s": body.get("wall_s"), "adopted": True, **({"artifacts": artifacts} if artifacts else {})}

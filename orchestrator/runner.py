@@ -232,7 +232,7 @@ class TrialRunner:
     def _start(self, job: Job) -> Ended | None:
         t = self.state.trial(job.trial)
         if t.attempts >= self.max_attempts:  # re-queued by a controller that stopped before failing it
-            return self._failed(job, f"no attempts left ({t.attempts} of {self.max_attempts})")
+            return self._failed(job, f"no attempts left ({t.attempts} of {self.max_attempts})", retryable=True)
         attempt = t.attempts + 1
         trial_dir(self.dir, job.trial).mkdir(parents=True, exist_ok=True)
         actor, name = self.pool.acquire(job.resources, job.trial, attempt)
@@ -307,15 +307,16 @@ class TrialRunner:
             self.record("trial_requeued", trial=job.trial, attempt=attempts, reason=reason)
             self.queue.append((time.time() + min(self.BACKOFF_MAX_S, self.BACKOFF_S * attempts), job))
             return None
-        return self._failed(job, f"{reason} (attempt {attempts} of {self.max_attempts})")
+        return self._failed(job, f"{reason} (attempt {attempts} of {self.max_attempts})", retryable=True)
 
     def _end_failed(self, gen: Any, reason: str) -> Ended:
         job = self.running[gen].job
         self._drop(gen, healthy=False)
         return self._failed(job, reason)
 
-    def _failed(self, job: Job, reason: str) -> Ended:
-        self.record("trial_failed", trial=job.trial, reason=reason)
+    def _failed(self, job: Job, reason: str, retryable: bool = False) -> Ended:
+        """Journal the failure; `retryable`: every attempt died or hung (the machine failed, not the mixture)."""
+        self.record("trial_failed", trial=job.trial, reason=reason, **({"retryable": True} if retryable else {}))
         return Ended(job.trial, job.mixture, reason=reason)
 
     def _drop(self, gen: Any, healthy: bool) -> None:

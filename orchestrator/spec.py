@@ -301,16 +301,16 @@ class StrategySpec(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "StrategySpec":
-        from orchestrator.strategies import STRATEGIES
+        from orchestrator.strategies.configs import CONFIGS  # pydantic only: validating imports no torch
 
-        if self.kind not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.kind!r}; use one of {', '.join(sorted(STRATEGIES))}")
-        fields = STRATEGIES[self.kind].Config.model_fields
+        if self.kind not in CONFIGS:
+            raise ValueError(f"unknown strategy {self.kind!r}; use one of {', '.join(sorted(CONFIGS))}")
+        fields = CONFIGS[self.kind].model_fields
         for key, value in self.options.items():  # strategy configs are not _Strict: the same bool check here
             if key in fields and bool_where_number(value, fields[key].annotation):
                 raise ValueError(f"`strategy.options.{key}`: {_bool_message(value)}")
         try:
-            STRATEGIES[self.kind].Config(**self.options)
+            CONFIGS[self.kind](**self.options)
         except ValidationError as err:
             raise ValueError(_first_error(err, prefix="strategy.options")) from None
         return self
@@ -485,9 +485,9 @@ class SweepSpec(_Strict):
 
     def _space_options(self) -> dict[str, Any]:
         """The strategy's floor and per-domain bounds (configs without them: none)."""
-        from orchestrator.strategies import STRATEGIES
+        from orchestrator.strategies.configs import CONFIGS
 
-        config = STRATEGIES[self.strategy.kind].Config(**self.strategy.options)
+        config = CONFIGS[self.strategy.kind](**self.strategy.options)
         return {"min_weight": float(getattr(config, "min_weight", 0.0) or 0.0),
                 "bounds": dict(getattr(config, "bounds", None) or {})}
 

@@ -34,6 +34,7 @@ class TrialRecord:
     objective: float | None = None
     completed_seq: int | None = None  # seq of its `trial_completed`: the order trials finished in
     reason: str | None = None
+    retryable: bool = False  # failed because the machine did (died, hung through every attempt), not the mixture
     wall_s: float | None = None
     proposal_s: float | None = None
     placement: dict[str, Any] | None = None  # node, pid and GPUs of the latest attempt
@@ -69,6 +70,7 @@ class TrialRecord:
             "wall_s": self.wall_s,
             "placement": self.placement,
             "failed_attempts": self.failed_attempts,
+            **({"retryable": True} if self.retryable else {}),
             **({"options": self.options} if self.options else {}),
             # online mixing (DoReMi's proxy run): the domain weights at the latest evaluation
             **({"online_weights": self.last_progress["weights"]} if (self.last_progress or {}).get("weights") else {}),
@@ -150,7 +152,7 @@ class SweepState:
             self._scored(t)
         elif kind == "trial_failed":
             t = self.trial(e["trial"])
-            t.status, t.reason = TrialStatus.FAILED, e.get("reason")
+            t.status, t.reason, t.retryable = TrialStatus.FAILED, e.get("reason"), bool(e.get("retryable", False))
         elif kind == "trial_reused":
             self.reused += 1
             self.reused_budget += "matched" not in e

@@ -2,9 +2,12 @@
 
 Tune decides when trials run and stop (schedulers, concurrency, resources); the strategy decides what
 mixture each trial trains on. Each suggested config is `{"mixture": {domain: weight}}` merged over
-`base_config`. The trainable reports its per-domain validation losses as `loss.<domain>` (the runs-
-table names) and may report `objective`, the number Tune ranks by (`metrics_from_losses` computes
-both). A trial that errors or reports no finite `loss.*` is told to the strategy as failed.
+`base_config` (with `"trial_options"` when the strategy's proposal carries any). The trainable reports
+its per-domain validation losses as `loss.<domain>` (the runs-table names), optionally their standard
+errors as `loss_stderr.<domain>`, and may report `objective`, the number Tune ranks by
+(`metrics_from_losses` computes it). A trial that errors or reports no finite `loss.*` is told to the
+strategy as failed. Strategies that need mixsweep's proxy trainer (experts' log-probabilities, DoReMi)
+are refused at construction: a Tune trainable cannot give what their `requirements` declare.
 
 State is JSON, never a pickled model: pickling the searcher (Tune does, to checkpoint an experiment)
 keeps the strategy's `state_dict()` and rebuilds the strategy from its kind and options, and
@@ -28,8 +31,10 @@ from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
 from orchestrator.runs import LOSS
 from orchestrator.strategies import Strategy, build_strategy
+from orchestrator.strategies.contract import Outcome
 
 OBJECTIVE = "objective"
+LOSS_STDERR = "loss_stderr."  # optional: the standard error of each domain's loss, nats/token
 
 
 def metrics_from_losses(losses: Mapping[str, float], objective: Objective) -> dict[str, float]:
@@ -44,6 +49,14 @@ class StrategySearcher(Searcher):
                  seed: int = 0, base_config: Mapping[str, Any] | None = None,
                  domain_tokens: Mapping[str, int] | None = None) -> None:
         super().__init__(metric=OBJECTIVE, mode="min")
+        from orchestrator.strategies import STRATEGIES
+
+        needs = STRATEGIES[kind].requirements if kind in STRATEGIES else None
+        if needs is not None and needs.proxy_trainer:
+            raise ValueError(f"strategy {kind} {needs.proxy_trainer}, which only mixsweep's proxy trainer gives and a Tune "
+                             "trainable does not; run it with `mixsweep run`, or use another strategy (e.g. gp)")
+        if needs is not None and needs.domain_tokens and not domain_tokens:
+            raise ValueError(f"strategy {kind} needs the tokens per domain: pass domain_tokens={{domain: tokens}}")
         self._build = {"kind": kind, "options": dict(options), "domains": tuple(domains), "objective": objective,
                        "seed": seed, "base_config": dict(base_config or {}),
                        "domain_tokens": dict(domain_tokens) if domain_tokens else None}
@@ -64,12 +77,17 @@ class StrategySearcher(Searcher):
         return True
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        """`{"mixture": {domain: weight}}` over `base_config`, plus `"trial_options"` when the strategy asks
+        the trial for something (an expert's log-probabilities): a Tune trainable that cannot honour them
+        should not be paired with such a strategy (its `requirements` say so)."""
         proposals = self.strategy.ask(1, list(self.live.values()))
         if not proposals:
             # Nothing now: wait for running trials, or, with none running, the strategy is done.
             return None if self.live else Searcher.FINISHED
-        self.live[trial_id] = proposals[0]
-        return {**self._build["base_config"], "mixture": proposals[0].as_dict()}
+        proposal = proposals[0]
+        self.live[trial_id] = proposal.mixture
+        options = {"trial_options": dict(proposal.options)} if proposal.options else {}
+        return {**self._build["base_config"], "mixture": proposal.mixture.as_dict(), **options}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         mixture = self.live.pop(trial_id, None)
@@ -78,9 +96,12 @@ class StrategySearcher(Searcher):
         losses = {k[len(LOSS):]: v for k, v in (result or {}).items() if k.startswith(LOSS)}
         if error or not losses or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in losses.values()):
             reason = "trial errored" if error else "no finite loss.<domain> metrics in the last result"
-            self.strategy.tell_failed(mixture, reason)
+            # Tune's error says nothing of why: an errored trial is not known to be the machine's fault.
+            self.strategy.tell_failed(mixture, reason, retryable=False)
         else:
-            self.strategy.tell(mixture, {d: float(v) for d, v in losses.items()})
+            stderr = {k[len(LOSS_STDERR):]: v for k, v in (result or {}).items() if k.startswith(LOSS_STDERR)}
+            self.strategy.tell(Outcome(mixture, {d: float(v) for d, v in losses.items()},
+                                       {d: float(v) for d, v in stderr.items() if isinstance(v, (int, float)) and math.isfinite(v)}))
 
     # -- state: JSON only ------------------------------------------------------------------------
     def get_state(self) -> dict:

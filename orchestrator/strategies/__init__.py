@@ -1,23 +1,22 @@
-"""Strategy registry: `kind` in the spec -> Strategy class."""
+"""Strategies: what mixture to try next (base.py: the interface; contract.py: the types it exchanges;
+configs.py: every strategy's options, importable without torch).
 
-from orchestrator.strategies.base import Recommendation, Strategy
-from orchestrator.strategies.baselines import Sobol, Uniform
-from orchestrator.strategies.bayesopt import BayesOpt
-from orchestrator.strategies.doremi import DoReMi
-from orchestrator.strategies.experts import MDE, MixMin
-from orchestrator.strategies.fixed import Fixed, TokenPrior
-from orchestrator.strategies.gp import GP
-from orchestrator.strategies.laws import BiMix, MixingLaw
-from orchestrator.strategies.regmix import RegMix
+`STRATEGIES` (kind -> class) and `build_strategy` are loaded on first use, because they import every
+strategy (torch, BoTorch, lightgbm); `orchestrator.strategies.configs` alone imports pydantic only.
+"""
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.kind: cls for cls in (BayesOpt, GP, RegMix, MixingLaw, BiMix, MDE, MixMin, DoReMi, Sobol, Uniform, Fixed, TokenPrior)
-}
-
-
-def build_strategy(kind: str, options: dict, domains: tuple[str, ...], objective, seed: int) -> Strategy:
-    cls = STRATEGIES[kind]
-    return cls(cls.Config(**options), domains, objective, seed)
-
+from typing import Any
 
 __all__ = ["STRATEGIES", "Recommendation", "Strategy", "build_strategy"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("STRATEGIES", "build_strategy"):
+        from orchestrator.strategies import registry
+
+        return getattr(registry, name)
+    if name in ("Recommendation", "Strategy"):
+        from orchestrator.strategies import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'orchestrator.strategies' has no attribute {name!r}")

@@ -1,23 +1,33 @@
 """The Strategy interface: what mixture to try next.
 
-A strategy is told results and asked for proposals; it never sees Ray, and given its seed and the
+A strategy is told outcomes and asked for proposals; it never sees Ray, and given its seed and the
 order of events it is deterministic. The controller alone owns parallelism, retries and the budget.
-`state_dict()` is plain JSON; the default keeps the observation history, and `load_state_dict`
-rebuilds any strategy by re-telling it in order.
+
+The contract is typed (orchestrator/strategies/contract.py), never probed:
+- `requirements` (class attribute): what it needs from the sweep (token counts, expert log-probabilities,
+  the proxy trainer, a reference run) and whether it works offline from a runs table;
+- `ask(n, pending) -> list[Proposal]`: up to n mixtures, each with the trainer options its trial needs;
+- `tell(Outcome)`: a completed trial, its losses and the artifacts it wrote, in one call;
+- `tell_failed(mixture, reason, retryable)`: a trial that ended without losses;
+- `recommend() -> Recommendation`; `state_dict()` / `load_state_dict()` in JSON only.
+Subclasses implement `next_proposals`; `ask` keeps every proposal inside the data caps and counts them
+(`asked`). The default `state_dict` is the history of outcomes and failures in the order told plus
+`asked`, and `load_state_dict` rebuilds any strategy by re-telling that history.
 """
 
 from __future__ import annotations
 
 import abc
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from orchestrator.mixture import Mixture, within_caps
 from orchestrator.objective import Objective
+from orchestrator.optimize import Bounds
+from orchestrator.strategies.configs import StrategyConfig
+from orchestrator.strategies.contract import Failure, Outcome, Proposal, Requirements
 
 
 # Recommendation.source: where the mixture comes from.
@@ -27,10 +37,6 @@ OBSERVED = "observed"  # the best observed run by its observed losses (no model 
 
 # predict(W (n, k)) -> per-domain mean and std (n, m), nats/token, and the m loss domains.
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, tuple[str, ...]]]
-
-
-class StrategyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -61,23 +67,28 @@ class Recommendation:
         }
 
 
-@dataclass(frozen=True)
-class Observation:
-    mixture: Mixture
-    losses: dict[str, float]
-    loss_stderr: dict[str, float]
+def capped_bounds(domains: tuple[str, ...], bounds: Bounds, caps: dict[str, float], min_weight: float = 0.0) -> Bounds:
+    """`bounds` with each upper bound lowered to the data's cap; ValueError, one line naming the domain,
+    the fields and the fix, when the caps leave no mixture inside the floor and bounds (the spec's own
+    floor and bounds were checked at validation: spec.mixture_space_problem)."""
+    lower = dict(zip(domains, bounds.lower))
+    upper = {d: min(hi, caps.get(d, 1.0)) for d, hi in zip(domains, bounds.upper)}
+    fix = "raise data.max_epochs, lower proxy.tokens_per_trial, or lower strategy.options min_weight/bounds"
+    for d in domains:
+        if lower[d] > upper[d] + 1e-9:
+            raise ValueError(f"domain {d!r}: its data cap {upper[d]:.3f} (data.max_epochs) is below its floor {lower[d]:.3f} "
+                             f"(strategy.options min_weight/bounds); {fix}")
+    if sum(upper.values()) < 1 - 1e-9:
+        raise ValueError(f"the data caps and strategy.options bounds leave upper bounds summing to {sum(upper.values()):.3f} < 1; {fix}")
+    return Bounds.of(domains, min_weight, {d: (lower[d], upper[d]) for d in domains})
 
 
 class Strategy(abc.ABC):
-    """Base class: keeps the observations; subclasses decide what to ask next."""
+    """Base class: keeps the outcomes and failures; subclasses decide what to propose next."""
 
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     kind: ClassVar[str]
-    # Why the strategy works only inside a sweep (what it needs that a runs table cannot hold), or None
-    # when it can be fitted to a runs table (`mixsweep recommend`).
-    needs_sweep: ClassVar[str | None] = None
-    # True when it needs the tokens per domain (`domain_tokens`), which only a sweep's prepared data gives.
-    needs_domain_tokens: ClassVar[bool] = False
+    requirements: ClassVar[Requirements] = Requirements()
 
     def __init__(self, config: StrategyConfig, domains: tuple[str, ...], objective: Objective, seed: int) -> None:
         # `objective`: the objective as given; `tell` replaces it with one that knows the reference run.
@@ -87,51 +98,51 @@ class Strategy(abc.ABC):
         self.domain_tokens: dict[str, int] | None = None
         # Upper weight per domain from the data (orchestrator.mixture.token_caps); None: no caps.
         self.caps: dict[str, float] | None = None
-        self.observations: list[Observation] = []
-        self.failures: list[tuple[Mixture, str]] = []
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Every strategy's `ask` is wrapped so that no proposal exceeds a cap, whoever calls it
-        # (controller, Tune searcher, recommend). Strategies with bounds (ModelStrategy, BayesOpt)
-        # already stay inside them in `set_caps`; for the rest the wrapper projects onto the caps.
-        super().__init_subclass__(**kwargs)
-        if "ask" in cls.__dict__ and not getattr(cls.__dict__["ask"], "_capped", False):
-            inner = cls.__dict__["ask"]
-
-            @functools.wraps(inner)
-            def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
-                out = inner(self, n, pending)
-                return [within_caps(m, self.caps) for m in out] if self.caps else out
-
-            ask._capped = True
-            cls.ask = ask
+        # Where its proposals lie: the simplex, narrowed by strategies with a floor or bounds and by the caps.
+        self.bounds = Bounds.of(domains)
+        # Proposals `ask` has returned so far (sequence strategies continue from it); part of state_dict,
+        # and set from the journal's count on resume (resume.retell).
+        self.asked = 0
+        self.observations: list[Outcome] = []
+        self.failures: list[Failure] = []
+        self._history: list[Outcome | Failure] = []  # both, in the order told (state_dict)
 
     def set_caps(self, caps: dict[str, float]) -> None:
         """Upper weights per domain (from the tokens each domain holds); set once by the controller.
-        Subclasses that search inside bounds intersect their bounds here; ValueError when impossible."""
+        `bounds` (the strategy's floor and bounds) become their intersection with the caps; ValueError,
+        one line naming the fix, when nothing is left."""
         self.caps = {d: float(caps[d]) for d in self.domains if d in caps}
+        self.bounds = capped_bounds(self.domains, self.bounds, self.caps)
+
+    # -- the contract --------------------------------------------------------------------------------
+    def ask(self, n: int, pending: list[Mixture]) -> list[Proposal]:
+        """Up to n new proposals, different from `pending` (the mixtures running). Empty: nothing to add
+        now; when nothing is pending either, the strategy has nothing left to try. Every proposal lies
+        inside the data caps, whoever asks (controller, Tune searcher, recommend)."""
+        out = self.next_proposals(n, pending)
+        if self.caps:
+            out = [Proposal(within_caps(p.mixture, self.caps), p.options) for p in out]
+        self.asked += len(out)
+        return out
 
     @abc.abstractmethod
-    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
-        """Up to n new mixtures, different from `pending` (those running). Empty: nothing to add now;
-        when nothing is pending either, the strategy has nothing left to try."""
+    def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:
+        """What `ask` returns, before the caps: up to n proposals (n may be 0, when the caller only
+        reports what is pending). `self.asked` counts the proposals of earlier asks."""
 
-    def trial_options(self, mixture: Mixture) -> dict[str, Any]:
-        """Trainer options for a mixture just returned by `ask` (e.g. {"token_logprobs": True} for MDE's
-        experts, {"save_final_weights": True} or {"online": {...}} for DoReMi). They are part of the
-        trial's id and journaled with its proposal; only the proxy trainer acts on them. Default: none."""
-        return {}
-
-    def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
-        """A trial finished with these per-domain losses (nats/token)."""
+    def tell(self, outcome: Outcome) -> None:
+        """A trial completed with these per-domain losses (nats/token) and artifacts."""
         # The objective never changes: the first run at the reference mixture gives a new one that
         # measures against it (`excess`, `max_excess`), which this strategy holds from now on.
-        self.objective = self.objective.with_run(mixture.as_dict(), losses)
-        self.observations.append(Observation(mixture, dict(losses), dict(loss_stderr or {})))
+        self.objective = self.objective.with_run(outcome.mixture.as_dict(), outcome.losses)
+        self.observations.append(outcome)
+        self._history.append(outcome)
 
-    def tell_failed(self, mixture: Mixture, reason: str) -> None:
-        """A trial failed for good; its mixture gives no loss."""
-        self.failures.append((mixture, reason))
+    def tell_failed(self, mixture: Mixture, reason: str, retryable: bool = False) -> None:
+        """A trial ended for good without losses (`retryable`: the machine failed, not the mixture)."""
+        failure = Failure(mixture, reason, retryable)
+        self.failures.append(failure)
+        self._history.append(failure)
 
     def recommend(self) -> Recommendation:
         """Default: the best observed mixture, with its observed losses; under constraints the best
@@ -163,7 +174,7 @@ class Strategy(abc.ABC):
             return np.zeros(len(losses))
         return self.objective.penalised(losses, loss_domains) - self.objective.values(losses, loss_domains)
 
-    def candidate_runs(self) -> list[Observation]:
+    def candidate_runs(self) -> list[Outcome]:
         """The observed runs a model may recommend: all of them; under constraints those whose observed
         losses satisfy them (all when none does: the penalised prediction then decides)."""
         feasible = [o for o in self.observations if self.objective.violated_by(o.losses) <= 0]
@@ -224,24 +235,24 @@ class Strategy(abc.ABC):
         return Recommendation(**{**rec.__dict__, "notes": notes})
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON state. The default lets any strategy be rebuilt by re-telling its history."""
+        """JSON state: the outcomes (with their artifacts) and failures in the order told, and `asked`.
+        Subclasses add what re-telling cannot rebuild."""
         return {
             "kind": self.kind,
-            "asked": getattr(self, "asked", 0),
-            "events": [
-                {"tell": o.mixture.as_dict(), "losses": o.losses, "loss_stderr": o.loss_stderr} for o in self.observations
-            ]
-            + [{"fail": m.as_dict(), "reason": r} for m, r in self.failures],
+            "asked": self.asked,
+            "events": [{"tell": e.to_json()} if isinstance(e, Outcome) else {"fail": e.to_json()} for e in self._history],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Re-tell the history in order, then restore `asked` (a fresh strategy of the same kind,
+        options, domains, objective and seed)."""
         for e in state["events"]:
             if "tell" in e:
-                self.tell(Mixture.from_dict(e["tell"], self.domains), e["losses"], e.get("loss_stderr"))
+                self.tell(Outcome.from_json(e["tell"], self.domains))
             else:
-                self.tell_failed(Mixture.from_dict(e["fail"], self.domains), e["reason"])
-        if hasattr(self, "asked"):
-            self.asked = state.get("asked", 0)
+                f = Failure.from_json(e["fail"], self.domains)
+                self.tell_failed(f.mixture, f.reason, f.retryable)
+        self.asked = int(state.get("asked", 0))
 
 
 class Predictive(Strategy):

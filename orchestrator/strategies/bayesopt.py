@@ -14,35 +14,29 @@ as pending points when it proposes the next batch.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from orchestrator.mixture import Mixture, cube_to_simplex, simplex_to_cube, within_caps
-from orchestrator.strategies.base import Predictive, Recommendation, StrategyConfig
+from orchestrator.strategies.base import Predictive, Recommendation
+from orchestrator.strategies.configs import BayesOptConfig
+from orchestrator.strategies.contract import Outcome, Proposal, Requirements
 from orchestrator.surrogates.base import single_threaded
-
-
-class BayesOptConfig(StrategyConfig):
-    initial_trials: int | None = Field(
-        None, ge=1, description="Sobol trials before the GP takes over (default: number of domains + 1)."
-    )
-    method: Literal["fast", "quality"] = Field("fast", description="Ax generation method: fast | quality.")
 
 
 class BayesOpt(Predictive):
     kind = "bayesopt"
     Config = BayesOptConfig
+    requirements = Requirements(reference_run=True)  # attached as an Ax trial before Ax's own design
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.asked = 0
         self._client = self._new_client()
         self._index: dict[str, int] = {}  # mixture key -> Ax trial index of trials Ax knows as running
         # Results held back from Ax until the reference run completes (an excess objective is
         # undefined before): their trials stay RUNNING in Ax, i.e. pending points.
-        self._held: list[tuple[Mixture, dict[str, float], dict[str, float]]] = []
+        self._held: list[Outcome] = []
         self._constraints_at: tuple[str, ...] = ()
         self._fitted_on: tuple[int, int] | None = None  # (generation strategy, completed trials) `_fit_model` fitted
 
@@ -103,7 +97,7 @@ class BayesOpt(Predictive):
 
     def _reference_asked(self, pending: list[Mixture]) -> bool:
         ref = self.objective.reference_point(self.domains)
-        seen = [o.mixture for o in self.observations] + list(pending) + [m for m, _ in self.failures]
+        seen = [o.mixture for o in self.observations] + list(pending) + [f.mixture for f in self.failures]
         return (self.objective.reference_known or Mixture.from_array(self.domains, ref).key() in self._index
                 or any(np.max(np.abs(m.as_array() - ref)) <= 1e-6 for m in seen))
 
@@ -118,7 +112,10 @@ class BayesOpt(Predictive):
             self._index[key] = self._client.attach_trial(parameters=self._params(mixture))
         return self._index[key]
 
-    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+    def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:
+        return [Proposal(m) for m in self._next_mixtures(n, pending)]
+
+    def _next_mixtures(self, n: int, pending: list[Mixture]) -> list[Mixture]:
         for m in pending:
             self._ensure_known(m)
         if n < 1:
@@ -129,7 +126,6 @@ class BayesOpt(Predictive):
             out.append(Mixture.from_array(self.domains, self.objective.reference_point(self.domains)))
             self._ensure_known(out[0])
             if n == 1:
-                self.asked += 1
                 return out
         with single_threaded():  # why: surrogates.base.single_threaded (measured here: 1.3-2.0 s vs 6.2-7.3 s, load 1-2)
             trials = self._client.get_next_trials(max_trials=n - len(out))
@@ -142,20 +138,19 @@ class BayesOpt(Predictive):
                 m, idx = capped, self._client.attach_trial(parameters=self._params(capped))
             self._index[m.key()] = idx
             out.append(m)
-        self.asked += len(out)
         return out
 
-    def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
-        super().tell(mixture, losses, loss_stderr)
-        self._ensure_known(mixture)
-        self._held.append((mixture, dict(losses), dict(loss_stderr or {})))
+    def tell(self, outcome: Outcome) -> None:
+        super().tell(outcome)
+        self._ensure_known(outcome.mixture)
+        self._held.append(outcome)
         if self.objective.excess and not self.objective.reference_known and not self._reference_failed():
             return  # the objective metric is undefined until the reference run completes
         self._complete_held()
 
     def _reference_failed(self) -> bool:
         ref = self.objective.reference_point(self.domains)
-        return any(np.max(np.abs(m.as_array() - ref)) <= 1e-6 for m, _ in self.failures)
+        return any(np.max(np.abs(f.mixture.as_array() - ref)) <= 1e-6 for f in self.failures)
 
     def _complete_held(self) -> None:
         """Hand Ax the results held back (all of them once the reference is known or has failed)."""
@@ -163,7 +158,8 @@ class BayesOpt(Predictive):
             limits = self.objective.limits(self.domains)
             if len(self._constraints_at) < int(np.isfinite(limits).sum()):
                 self._configure_optimization(self._client)  # the reference is known: add its constraints
-        for m, lo, se in self._held:
+        for outcome in self._held:
+            m, lo, se = outcome.mixture, outcome.losses, outcome.loss_stderr
             data = {_metric(d): (float(v), float(se.get(d, 0.0))) for d, v in lo.items() if d in self.domains}
             data.update({_limit_metric(d): data[_metric(d)] for d in self._limited() if _metric(d) in data})
             if not self.objective.linear:
@@ -171,8 +167,8 @@ class BayesOpt(Predictive):
             self._client.complete_trial(trial_index=self._index.pop(m.key()), raw_data=data)
         self._held = []
 
-    def tell_failed(self, mixture: Mixture, reason: str) -> None:
-        super().tell_failed(mixture, reason)
+    def tell_failed(self, mixture: Mixture, reason: str, retryable: bool = False) -> None:
+        super().tell_failed(mixture, reason, retryable)
         idx = self._index.pop(mixture.key(), None)
         if idx is not None:
             self._client.mark_trial_failed(trial_index=idx, failed_reason=reason[:200])

@@ -9,45 +9,38 @@ Three trials, one after the other:
    0, smoothed with uniform. It returns the weights averaged over training (`info["online"]`);
 3. the averaged weights, proposed as an ordinary trial, so they are measured like any other mixture.
 
-The recommendation is that measured run. The per-trial trainer options (`trial_options`) are part of
-each trial's id, so the proxy run is never mistaken for the reference run at the same mixture; what the
-trials return reaches the strategy through `tell_artifacts` (again, in journal order, on resume).
+The recommendation is that measured run. Each stage's trainer options come with its proposal (a
+`Proposal`'s options, part of the trial's id), so the proxy run is never mistaken for the reference run
+at the same mixture. What the trials return arrives in the same `tell` as their losses (the outcome's
+artifacts), and the stage of every run is read from them: no call has to come before another, and
+re-telling the journal on resume rebuilds the same state.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from orchestrator.mixture import Mixture
-from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
-
-
-class DoReMiConfig(StrategyConfig):
-    reference: Literal["uniform", "token_prior"] = Field(
-        "uniform", description="Reference mixture: uniform, or each domain's share of the training tokens.")
-    eta: float = Field(1.0, gt=0, description="Step size of the exponentiated-gradient update, per nat of excess loss (paper: 1).")
-    smoothing: float = Field(1e-3, ge=0, le=1, description="Share c of uniform mixed into the weights after every step (paper: 1e-3).")
-    resample: bool = Field(False, description="Draw the proxy's batches at the current weights instead of reweighting its loss (the paper reweights).")
+from orchestrator.strategies.base import Recommendation, Strategy
+from orchestrator.strategies.configs import DoReMiConfig
+from orchestrator.strategies.contract import Outcome, Proposal, Requirements
 
 
 class DoReMi(Strategy):
     kind = "doremi"
     Config = DoReMiConfig
-    # Why it needs the built-in trainer (the controller refuses other trainers with this reason).
-    needs_proxy_trainer = "trains a proxy against a reference model's per-token losses"
-    needs_sweep = "learns its weights while training a proxy against a reference model, which a runs table cannot replay"
+    requirements = Requirements(
+        proxy_trainer="trains a proxy against a reference model's per-token losses",
+        sweep_only="learns its weights while training a proxy against a reference model, which a runs table cannot replay")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.reference_weights: str | None = None  # where the reference trial saved its final weights
         self.online: dict[str, Any] | None = None  # the proxy trial's summary: averaged and last weights
         self.stopped: str | None = None  # a stage failed for good: nothing more to propose
-        self.roles: list[str] = []  # per observation: "reference", "proxy" or "ordinary"
-        self._role_of_next_tell = "ordinary"
-        self._options: dict[str, Any] = {}  # trainer options of the latest ask
+        self.roles: list[str] = []  # per observation: "reference", "proxy" or "ordinary" (from its artifacts)
 
     # -------------------------------------------------------------------------------- stages
 
@@ -72,50 +65,38 @@ class DoReMi(Strategy):
         after = self.roles.index("proxy") + 1
         return next((o for o, role in zip(self.observations[after:], self.roles[after:]) if role == "ordinary"), None)
 
-    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+    def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:
         if n < 1 or pending or self.stopped:  # each stage needs the one before it to have finished
             return []
         ref = self.reference_mixture()
         if self.reference_weights is None:
-            return self._propose(ref, {"save_final_weights": True})
+            return [Proposal(ref, {"save_final_weights": True})]
         if self.online is None:
-            return self._propose(ref, {"online": {"kind": "doremi", "reference": self.reference_weights,
-                                                  "eta": self.config.eta, "smoothing": self.config.smoothing,
-                                                  "resample": self.config.resample}})
+            return [Proposal(ref, {"online": {"kind": "doremi", "reference": self.reference_weights,
+                                              "eta": self.config.eta, "smoothing": self.config.smoothing,
+                                              "resample": self.config.resample}})]
         if self.measured() is None:
-            return self._propose(self.proposal(), {})
+            return [Proposal(self.proposal())]
         return []
-
-    def _propose(self, mixture: Mixture, options: dict[str, Any]) -> list[Mixture]:
-        self._options = options
-        return [mixture]
-
-    def trial_options(self, mixture: Mixture) -> dict[str, Any]:
-        """Trainer options of the mixture the latest `ask` proposed (the controller asks right after it).
-        Not looked up by mixture: the base class may have projected the proposal onto the data caps."""
-        return dict(self._options)
 
     # --------------------------------------------------------------------------------- tells
 
-    def tell_artifacts(self, mixture: Mixture, artifacts: dict[str, Any]) -> None:
-        """What a trial returned besides its losses (told just before its `tell`): the reference
-        trial's saved weights, or the proxy trial's weights."""
-        if "final_weights" in artifacts:
-            self.reference_weights = str(artifacts["final_weights"])
-            self._role_of_next_tell = "reference"
-        if "online" in artifacts:
-            self.online = dict(artifacts["online"])
-            self._role_of_next_tell = "proxy"
+    def tell(self, outcome: Outcome) -> None:
+        """A completed trial; its artifacts say its stage: the reference trial's saved weights, or the
+        proxy trial's weights (any other run is an ordinary one)."""
+        super().tell(outcome)
+        role = "ordinary"
+        if outcome.artifacts.final_weights:
+            self.reference_weights, role = str(outcome.artifacts.final_weights), "reference"
+        if outcome.artifacts.online:
+            self.online, role = dict(outcome.artifacts.online), "proxy"
+        self.roles.append(role)
 
-    def tell(self, mixture: Mixture, losses: dict[str, float], loss_stderr: dict[str, float] | None = None) -> None:
-        super().tell(mixture, losses, loss_stderr)
-        self.roles.append(self._role_of_next_tell)
-        self._role_of_next_tell = "ordinary"
-
-    def tell_failed(self, mixture: Mixture, reason: str) -> None:
-        super().tell_failed(mixture, reason)
+    def tell_failed(self, mixture: Mixture, reason: str, retryable: bool = False) -> None:
+        super().tell_failed(mixture, reason, retryable)
         stage = "reference" if self.reference_weights is None else "proxy" if self.online is None else "final"
-        self.stopped = f"the DoReMi {stage} trial failed ({reason})"
+        again = "; its process died or hung: resume with a larger budget.max_attempts" if retryable else ""
+        self.stopped = f"the DoReMi {stage} trial failed ({reason}{again})"
 
     # ----------------------------------------------------------------------------- answer
 
@@ -143,14 +124,4 @@ class DoReMi(Strategy):
                               notes=notes + [f"the averaged weights were not measured: {why}; this is the best ordinary run"])
 
     # ------------------------------------------------------------------------------ state
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "doremi": {"reference_weights": self.reference_weights, "online": self.online,
-                                                    "stopped": self.stopped, "roles": list(self.roles),
-                                                    "options": dict(self._options)}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)  # re-tells the observations (roles are restored below)
-        d = state["doremi"]
-        self.reference_weights, self.online, self.stopped = d["reference_weights"], d["online"], d["stopped"]
-        self.roles, self._options = list(d["roles"]), dict(d["options"])
+    # The default state_dict (outcomes with their artifacts, in order) rebuilds everything by re-telling.

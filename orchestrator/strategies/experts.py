@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping
 
 import numpy as np
-from pydantic import Field
 
 from orchestrator.mixture import Mixture
-from orchestrator.strategies.base import Recommendation, Strategy, StrategyConfig
+from orchestrator.strategies.base import Recommendation, Strategy
+from orchestrator.strategies.configs import ExpertConfig
+from orchestrator.strategies.contract import Outcome, Proposal, Requirements
 
 _FLOOR = 1e-12  # log(0) weights -> a vanishing ensemble share, without -inf arithmetic
 
@@ -72,46 +73,52 @@ class ExpertEnsemble:
         return g
 
 
-class ExpertConfig(StrategyConfig):
-    seed_mixtures: int = Field(4, ge=0, description="MDE: real mixture runs (Sobol) before the regression proposes.")
-    candidates: int = Field(4000, ge=100, description="MDE: random mixtures scored per proposal.")
-    ridge: float = Field(1e-3, ge=0, description="MDE: ridge penalty of the per-domain regression.")
-    eta: float = Field(1.0, gt=0, description="MixMin: exponentiated-gradient step size.")
-    max_steps: int = Field(100, ge=1, description="MixMin: at most this many steps.")
-    tol: float = Field(1e-4, gt=0, description="MixMin: stop when max |gradient| is below this.")
-    holdout: float = Field(0.2, ge=0, lt=1, description="MixMin: share of validation tokens held out to report on.")
-
-
 class ExpertStrategy(Strategy):
-    """Stage 1 for MDE and MixMin: ask for the k vertices first, collect their log-probabilities."""
+    """Stage 1 for MDE and MixMin: ask for the k vertices first (each trial asked to write its per-token
+    log-probabilities), and read them from the outcome that names where they were written."""
 
     Config = ExpertConfig
-    needs_token_logprobs = True
-    needs_sweep = ("needs each domain expert's per-token log-probabilities, which its expert trials write in a sweep "
+    requirements = Requirements(
+        expert_logprobs=True,
+        proxy_trainer="trains domain experts that write per-token log-probabilities",
+        sweep_only="needs each domain expert's per-token log-probabilities, which its expert trials write in a sweep "
                    "and a runs table does not hold")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.asked = 0
         self.expert_logprobs: dict[str, dict[str, np.ndarray]] = {}
         self.expert_sources: dict[str, str] = {}
 
     def set_caps(self, caps: dict[str, float]) -> None:
         """An expert trains on its one domain for a whole trial: every cap must allow weight 1."""
-        super().set_caps(caps)
-        short = sorted(d for d, c in self.caps.items() if c < 1.0)
+        short = sorted(d for d in self.domains if caps.get(d, 1.0) < 1.0)
         if short:
             raise ValueError(f"{self.kind} trains one expert per domain on {short[0]!r} alone, above its cap "
-                             f"{self.caps[short[0]]:.3f} (also short: {short[1:]}); raise data.max_epochs, lower "
+                             f"{caps[short[0]]:.3f} (also short: {short[1:]}); raise data.max_epochs, lower "
                              "proxy.tokens_per_trial, or use another strategy")
+        super().set_caps(caps)
 
-    def wants_token_logprobs(self, mixture: Mixture) -> bool:
+    @staticmethod
+    def is_vertex(mixture: Mixture) -> bool:
+        """A mixture of one domain alone: an expert's."""
         return max(mixture.weights) >= 1.0 - 1e-9
 
-    def trial_options(self, mixture: Mixture) -> dict[str, Any]:
-        return {"token_logprobs": True} if self.wants_token_logprobs(mixture) else {}
+    def proposal(self, mixture: Mixture) -> Proposal:
+        """An expert (a vertex) writes its per-token log-probabilities; any other mixture trains plainly."""
+        return Proposal(mixture, {"token_logprobs": True} if self.is_vertex(mixture) else {})
 
-    def tell_expert(self, mixture: Mixture, logprobs: Mapping[str, np.ndarray], source: str = "") -> None:
+    def tell(self, outcome: Outcome) -> None:
+        """An expert's outcome names where its log-probabilities are (`Artifacts.token_logprobs`): read them."""
+        super().tell(outcome)
+        location = outcome.artifacts.token_logprobs
+        if location:
+            from orchestrator.storage import read_arrays
+
+            self.add_expert(outcome.mixture, read_arrays(location), source=location)
+
+    def add_expert(self, mixture: Mixture, logprobs: Mapping[str, np.ndarray], source: str = "") -> None:
+        """The per-token log-probabilities (eval domain -> [T]) of the expert trained on `mixture`'s domain,
+        in memory (`tell` reads a sweep's from disk; tests and benchmarks hand arrays directly)."""
         domain = mixture.domains[int(np.argmax(mixture.weights))]
         self.expert_logprobs[domain] = dict(logprobs)
         self.expert_sources[domain] = source
@@ -125,7 +132,7 @@ class ExpertStrategy(Strategy):
         return np.array([self.objective.coefficients.get(j, 0.0) for j in ens.eval_domains])
 
     def ask_experts(self, n: int, pending: list[Mixture]) -> list[Mixture]:
-        busy = {m.key() for m in pending} | {m.key() for m, _ in self.failures}
+        busy = {m.key() for m in pending} | {f.mixture.key() for f in self.failures}
         out = []
         for i, d in enumerate(self.domains):
             vertex = Mixture.from_array(self.domains, np.eye(len(self.domains))[i])
@@ -175,13 +182,31 @@ class MixMin(ExpertStrategy):
             trace.append(value)
         return w, trace, held
 
-    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
-        experts = self.ask_experts(n, pending)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.optimum_asked = False  # the optimum was proposed (state_dict keeps it)
+
+    def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:
+        experts = [self.proposal(m) for m in self.ask_experts(n, pending)]
         ens = self.ensemble()
-        if experts or ens is None or self.asked:
+        if experts or ens is None or n < 1 or self.optimum_proposed(pending):
             return experts
-        self.asked = 1
-        return [Mixture.from_array(self.domains, self.solve(ens)[0])]
+        self.optimum_asked = True
+        return [Proposal(Mixture.from_array(self.domains, self.solve(ens)[0]))]
+
+    def optimum_proposed(self, pending: list[Mixture]) -> bool:
+        """Whether the MixMin optimum was proposed: asked before, or (a strategy rebuilt by re-telling a
+        journal) any run told, failed or in flight that is not a vertex, since the optimum is the one
+        such mixture MixMin proposes."""
+        seen = [o.mixture for o in self.observations] + [f.mixture for f in self.failures] + list(pending)
+        return self.optimum_asked or any(not self.is_vertex(m) for m in seen)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "optimum_asked": self.optimum_asked}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimum_asked = bool(state.get("optimum_asked", False))
 
     def recommend(self) -> Recommendation:
         ens = self.ensemble()
@@ -211,7 +236,7 @@ class MDE(ExpertStrategy):
 
     def _fit(self, ens: ExpertEnsemble) -> tuple[np.ndarray, np.ndarray] | None:
         """Ridge coefficients [p, m] and residual std [m] from the non-vertex runs; None if too few."""
-        runs = [o for o in self.observations if max(o.mixture.weights) < 1.0 - 1e-9]
+        runs = [o for o in self.observations if not self.is_vertex(o.mixture)]
         if len(runs) < max(2, self.config.seed_mixtures):
             return None
         W = np.array([o.mixture.as_array() for o in runs])
@@ -225,8 +250,15 @@ class MDE(ExpertStrategy):
         fit = self._fit(ens)
         return ens.losses(W) if fit is None else self._features(ens, W) @ fit[0]
 
-    def _best(self, ens: ExpertEnsemble, n: int, avoid: list[np.ndarray]) -> list[np.ndarray]:
-        rng = np.random.default_rng((self.seed, len(self.observations), self.asked))
+    def mixtures_proposed(self, pending: list[Mixture]) -> int:
+        """Mixture runs (not experts) told, failed or in flight: the position in MDE's own sequence
+        (its seed design and candidate draws), read from the runs themselves, so a strategy rebuilt by
+        re-telling a journal continues where the original was."""
+        seen = [o.mixture for o in self.observations] + [f.mixture for f in self.failures] + list(pending)
+        return sum(not self.is_vertex(m) for m in seen)
+
+    def _best(self, ens: ExpertEnsemble, n: int, avoid: list[np.ndarray], pending: list[Mixture] = ()) -> list[np.ndarray]:
+        rng = np.random.default_rng((self.seed, len(self.observations), self.mixtures_proposed(list(pending))))
         W = np.vstack([rng.dirichlet(np.ones(len(self.domains)), size=self.config.candidates),
                        rng.dirichlet(np.full(len(self.domains), 0.3), size=self.config.candidates // 2)])
         score = self.objective.penalised(self._predict(ens, W), ens.eval_domains)
@@ -238,22 +270,21 @@ class MDE(ExpertStrategy):
                 break
         return picked
 
-    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
-        experts = self.ask_experts(n, pending)
+    def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:
+        experts = [self.proposal(m) for m in self.ask_experts(n, pending)]
         ens = self.ensemble()
         if experts or ens is None or n < 1:
             return experts
-        runs = sum(max(o.mixture.weights) < 1.0 - 1e-9 for o in self.observations) + len(pending)
+        runs = sum(not self.is_vertex(o.mixture) for o in self.observations) + len(pending)
         if runs < self.config.seed_mixtures:  # a few diverse real runs to fit the regression on
             from botorch.utils.sampling import sample_simplex
 
-            pts = sample_simplex(len(self.domains), self.asked + n, qmc=True, seed=self.seed).double().numpy()
-            W = pts[self.asked:]
+            first = self.mixtures_proposed(pending)
+            W = sample_simplex(len(self.domains), first + n, qmc=True, seed=self.seed).double().numpy()[first:]
         else:
             avoid = [m.as_array() for m in pending] + [o.mixture.as_array() for o in self.observations]
-            W = self._best(ens, n, avoid)
-        self.asked += len(W)
-        return [Mixture.from_array(self.domains, w) for w in W]
+            W = self._best(ens, n, avoid, pending)
+        return [Proposal(Mixture.from_array(self.domains, w)) for w in W]
 
     def recommend(self) -> Recommendation:
         ens = self.ensemble()

@@ -6,10 +6,11 @@ one too. Each proposes its one mixture once; the recommendation is then that run
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from orchestrator.mixture import Mixture, within_caps
-from orchestrator.strategies.base import OBSERVED, Recommendation, Strategy, StrategyConfig
+from orchestrator.strategies.base import OBSERVED, Recommendation, Strategy
+from orchestrator.strategies.configs import FixedConfig, TokenPriorConfig
+from orchestrator.strategies.contract import Proposal, Requirements
 
 # Weights a run may differ by and still be a run of the mixture (runs tables round their weights).
 SAME_MIXTURE_ATOL = 2e-3
@@ -18,19 +19,13 @@ SAME_MIXTURE_ATOL = 2e-3
 class OnceStrategy(Strategy):
     """Proposes `mixture()` on the first ask, nothing after."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.asked = 0
-
     def mixture(self) -> Mixture:
         raise NotImplementedError
 
-    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+    def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:
         if self.asked or n < 1:
             return []
-        mixture = self.mixture()
-        self.asked = 1
-        return [mixture]
+        return [Proposal(self.mixture())]
 
     def recommend(self) -> Recommendation:
         """The observed run at this strategy's mixture (or at it projected onto the data caps), not
@@ -52,17 +47,6 @@ class OnceStrategy(Strategy):
             source=OBSERVED, trials_used=len(self.observations), notes=[*self.objective.notes(), f"the {self.kind} mixture's run"])
 
 
-class FixedConfig(StrategyConfig):
-    weights: dict[str, float] = Field(..., description="The mixture: domain -> weight (renormalised to sum to 1).")
-
-    @field_validator("weights")
-    @classmethod
-    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
-        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
-            raise ValueError("weights must be >= 0 with a positive sum")
-        return v
-
-
 class Fixed(OnceStrategy):
     kind = "fixed"
     Config = FixedConfig
@@ -79,14 +63,10 @@ class Fixed(OnceStrategy):
         return Mixture.from_dict(self.config.weights, self.domains)
 
 
-class TokenPriorConfig(StrategyConfig):
-    temperature: float = Field(1.0, gt=0, le=1, description="Weights = token share ** temperature, renormalised (RegMix uses 0.5).")
-
-
 class TokenPrior(OnceStrategy):
     kind = "token_prior"
     Config = TokenPriorConfig
-    needs_domain_tokens = True
+    requirements = Requirements(domain_tokens=True)
 
     def mixture(self) -> Mixture:
         if self.domain_tokens is None:

@@ -19,20 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from orchestrator.mixture import Mixture
 from orchestrator.optimize import candidates
-from orchestrator.strategies.model_based import BoundedConfig, ModelStrategy
+from orchestrator.strategies.configs import GPConfig
+from orchestrator.strategies.model_based import ModelStrategy
 from orchestrator.surrogates.gp import DTYPE, GPSurrogate
-
-
-class GPConfig(BoundedConfig):
-    fit_maxiter: int = Field(50, ge=5, le=2000, description="L-BFGS-B steps when fitting the GPs' hyperparameters.")
-    mc_samples: int = Field(128, ge=16, le=4096, description="Quasi-MC samples of the acquisition function.")
-    candidates: int = Field(1024, ge=64, le=65536, description="Sobol candidates over the whole bounded simplex.")
-    local_candidates: int = Field(256, ge=0, le=16384, description="Candidates around each of the best mixtures.")
-    screen: int = Field(64, ge=4, le=4096, description="Candidates kept (by predicted mean and by mean - 2 std) for qLogNEI.")
 
 
 class GP(ModelStrategy):
@@ -106,7 +98,7 @@ class GP(ModelStrategy):
         weights = torch.tensor(-self.coefficients(loss_domains), dtype=DTYPE)
         # Failed mixtures stay pending for good: the acquisition then sees no gain in proposing them
         # again (the controller would only hand back the same failure).
-        avoid = list(pending) + [m for m, _ in self.failures]
+        avoid = list(pending) + [f.mixture for f in self.failures]
         X_pending = torch.tensor(np.array([m.as_array() for m in avoid]), dtype=DTYPE) if avoid else None
         # A linear, unconstrained objective keeps the composed posterior Gaussian (a posterior
         # transform); `worst` and constraints need every domain's samples (an MC objective).

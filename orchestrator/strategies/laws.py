@@ -9,16 +9,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from orchestrator.strategies.model_based import BoundedConfig, OptimumStrategy
+from orchestrator.strategies.configs import BiMixConfig, MixingLawConfig
+from orchestrator.strategies.model_based import OptimumStrategy
 from orchestrator.surrogates.bimix import BiMixSurrogate
 from orchestrator.surrogates.mixing_law import MixingLawSurrogate
-
-
-class MixingLawConfig(BoundedConfig):
-    starts: int = Field(8, ge=1, le=256, description="Random starts of the L-BFGS fit per domain.")
-    huber_delta: float = Field(0.02, gt=0, description="Huber loss threshold, nats/token.")
 
 
 class MixingLaw(OptimumStrategy):
@@ -30,10 +24,6 @@ class MixingLaw(OptimumStrategy):
 
     def make_surrogate(self) -> MixingLawSurrogate:
         return MixingLawSurrogate(starts=self.config.starts, huber_delta=self.config.huber_delta, seed=self.seed)
-
-
-class BiMixConfig(BoundedConfig):
-    eps: float = Field(1e-3, gt=0, lt=0.1, description="Added to each weight before the power law (keeps w=0 finite).")
 
 
 class BiMix(OptimumStrategy):

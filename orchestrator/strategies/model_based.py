@@ -15,12 +15,13 @@ import abc
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from orchestrator.mixture import Mixture
 from orchestrator.objective import CONSTRAINT_PENALTY
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
-from orchestrator.strategies.base import Predictive, Recommendation, StrategyConfig
+from orchestrator.strategies.base import Predictive, Recommendation, capped_bounds  # noqa: F401 (capped_bounds: re-exported)
+from orchestrator.strategies.configs import BoundedConfig
+from orchestrator.strategies.contract import Proposal, Requirements
 from orchestrator.surrogates.base import Surrogate, single_threaded
 
 
@@ -30,53 +31,16 @@ RECOMMEND_RISK = 1.0
 POLISH_ITERS_CONSTRAINED = 15
 
 
-class BoundedConfig(StrategyConfig):
-    """Options shared by model-based strategies: where mixtures may go, and the initial design."""
-
-    min_weight: float = Field(0.0, ge=0.0, lt=0.5, description="Floor on every domain's weight.")
-    bounds: dict[str, tuple[float, float]] = Field(
-        default_factory=dict, description="Per-domain [lower, upper] weights, e.g. {code: [0.05, 0.3]}.")
-    initial_trials: int | None = Field(None, ge=1, description="Space-filling trials before the model takes over.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "BoundedConfig":
-        for d, (lo, hi) in self.bounds.items():
-            if not 0.0 <= lo <= hi <= 1.0:
-                raise ValueError(f"`strategy.options.bounds.{d}`: need 0 <= lower <= upper <= 1, got [{lo}, {hi}]")
-        return self
-
-
-def capped_bounds(domains: tuple[str, ...], bounds: Bounds, caps: dict[str, float], min_weight: float) -> Bounds:
-    """`bounds` with each upper bound lowered to the data's cap; ValueError, one line naming the domain,
-    the fields and the fix, when the caps leave no mixture inside the floor and bounds (the spec's own
-    floor and bounds were checked at validation: spec.mixture_space_problem)."""
-    lower = dict(zip(domains, bounds.lower))
-    upper = {d: min(hi, caps.get(d, 1.0)) for d, hi in zip(domains, bounds.upper)}
-    fix = "raise data.max_epochs, lower proxy.tokens_per_trial, or lower strategy.options min_weight/bounds"
-    for d in domains:
-        if lower[d] > upper[d] + 1e-9:
-            raise ValueError(f"domain {d!r}: its data cap {upper[d]:.3f} (data.max_epochs) is below its floor {lower[d]:.3f} "
-                             f"(strategy.options min_weight/bounds); {fix}")
-    if sum(upper.values()) < 1 - 1e-9:
-        raise ValueError(f"the data caps and strategy.options bounds leave upper bounds summing to {sum(upper.values()):.3f} < 1; {fix}")
-    return Bounds.of(domains, min_weight, {d: (lower[d], upper[d]) for d in domains})
-
-
 class ModelStrategy(Predictive):
     """Base for surrogate strategies; subclasses give `make_surrogate`, `default_initial` and `propose`."""
 
     Config = BoundedConfig
+    requirements = Requirements(reference_run=True)  # the initial design opens with the reference mixture
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.asked = 0
         self.bounds = Bounds.of(self.domains, self.config.min_weight, self.config.bounds)
         self._fitted: tuple[int, Surrogate, tuple[str, ...]] | None = None
-
-    def set_caps(self, caps: dict[str, float]) -> None:
-        """Intersect the configured bounds with the data's caps: every proposal stays inside both."""
-        super().set_caps(caps)
-        self.bounds = capped_bounds(self.domains, self.bounds, self.caps, self.config.min_weight)
 
     # -- what subclasses provide -------------------------------------------------------------------
     @abc.abstractmethod
@@ -102,24 +66,21 @@ class ModelStrategy(Predictive):
     def rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.asked, len(self.observations)])
 
-    def ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+    def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:
         with single_threaded():  # why: see surrogates.base.single_threaded
-            return self._ask(n, pending)
+            return [Proposal(m) for m in self._next_mixtures(n, pending)]
 
-    def _ask(self, n: int, pending: list[Mixture]) -> list[Mixture]:
+    def _next_mixtures(self, n: int, pending: list[Mixture]) -> list[Mixture]:
         if n < 1:
             return []
         # Results told from elsewhere (a runs table, a resumed sweep) count towards the design.
         if self.asked < self.initial_trials and len(self.observations) < self.initial_trials:
-            out = self.initial_design(min(n, self.initial_trials - self.asked))
-        elif len(self.observations) >= max(self.min_runs(), 1):
-            out = self.propose(n, pending, self.rng())
-        elif pending:
+            return self.initial_design(min(n, self.initial_trials - self.asked))
+        if len(self.observations) >= max(self.min_runs(), 1):
+            return self.propose(n, pending, self.rng())
+        if pending:
             return []  # wait for the initial runs in flight
-        else:
-            out = self.initial_design(n)  # initial runs failed: keep filling space
-        self.asked += len(out)
-        return out
+        return self.initial_design(n)  # initial runs failed: keep filling space
 
     def initial_design(self, n: int) -> list[Mixture]:
         """Points asked..asked+n of the design. The prefix is regenerated so the design does not
@@ -243,9 +204,6 @@ class ModelStrategy(Predictive):
             surrogate, loss_domains = self.surrogate()
             mean, std = surrogate.predict(W)
         return mean, std, loss_domains
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "asked": self.asked}
 
 
 class OptimumStrategy(ModelStrategy):

@@ -16,29 +16,15 @@ new results arrived) and fills the other slots with more swarm samples.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
 
 from orchestrator.mixture import Mixture
 from orchestrator.optimize import project
-from orchestrator.strategies.model_based import BoundedConfig, OptimumStrategy
+from orchestrator.strategies.configs import RegMixConfig
+from orchestrator.strategies.model_based import OptimumStrategy
 from orchestrator.surrogates.lightgbm import LightGBMSurrogate
 
 STRENGTHS = np.logspace(np.log10(0.1), np.log10(5.0), 15)
-
-
-class RegMixConfig(BoundedConfig):
-    prior: Literal["tokens", "uniform"] = Field(
-        "tokens", description="Swarm centre: token shares of the prepared data (tokens) or uniform.")
-    temperature: float = Field(0.5, gt=0, le=1, description="Prior = token share ** temperature, renormalised.")
-    max_ratio: float = Field(15.0, gt=1, description="Reject swarm samples with a domain above this multiple of its prior share.")
-    zero_below: float = Field(2e-4, ge=0, lt=0.01, description="Weights below this are set to 0.")
-    simulations: int = Field(20_000, ge=100, le=1_000_000, description="Simulated mixtures scored per proposal.")
-    top_k: int = Field(128, ge=1, description="Proposal = mean of the top_k simulated mixtures.")
-    n_estimators: int = Field(1000, ge=10, description="LightGBM trees per domain.")
-    learning_rate: float = Field(0.01, gt=0, le=1, description="LightGBM learning rate.")
 
 
 class RegMix(OptimumStrategy):

@@ -23,6 +23,8 @@ from orchestrator.resume import retell
 from orchestrator.spec import parse_spec
 from orchestrator.state import SweepState
 from orchestrator.strategies import STRATEGIES, Strategy
+from orchestrator.strategies.configs import CONFIGS, StrategyConfig
+from orchestrator.strategies.contract import Proposal
 from orchestrator.trial import TrialStatus
 
 DOMAINS = ("a", "b", "c")
@@ -40,13 +42,13 @@ class Repeater(Strategy):
 
     kind = "test_repeater"
 
-    def ask(self, n, pending):
+    def next_proposals(self, n, pending):
         told = len(self.observations) + len(self.failures)
         i, phase = divmod(told, 3)
         w = list(NEW[i % len(NEW)])
         if phase == 2:
             w[0], w[1] = w[0] + NEAR, w[1] - NEAR
-        return [_mixture(w)] if n >= 1 else []
+        return [Proposal(_mixture(w))] if n >= 1 else []
 
 
 class Parrot(Strategy):
@@ -58,9 +60,9 @@ class Parrot(Strategy):
         super().__init__(*args, **kwargs)
         self.asks = 0
 
-    def ask(self, n, pending):
+    def next_proposals(self, n, pending):
         self.asks += 1
-        return [_mixture(NEW[0])] if n >= 1 else []
+        return [Proposal(_mixture(NEW[0]))] if n >= 1 else []
 
 
 class Replicator(Strategy):
@@ -69,25 +71,20 @@ class Replicator(Strategy):
     kind = "test_replicator"
     PLAN = [(NEW[0], 0), (NEW[0], 1), (NEW[0], 0), (NEW[0], 1), (NEW[1], 0)]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._replicate = 0
-
-    def ask(self, n, pending):
-        w, self._replicate = self.PLAN[min(len(self.observations), len(self.PLAN) - 1)]
-        return [_mixture(w)] if n >= 1 else []
-
-    def trial_options(self, mixture):
-        return {"replicate": self._replicate} if self._replicate else {}
+    def next_proposals(self, n, pending):
+        w, replicate = self.PLAN[min(len(self.observations), len(self.PLAN) - 1)]
+        return [Proposal(_mixture(w), {"replicate": replicate} if replicate else {})] if n >= 1 else []
 
 
 @pytest.fixture
 def test_strategies():
     added = {cls.kind: cls for cls in (Repeater, Parrot, Replicator)}
     STRATEGIES.update(added)
+    CONFIGS.update({kind: StrategyConfig for kind in added})  # the spec validates a kind's options by CONFIGS
     yield
     for kind in added:
         STRATEGIES.pop(kind, None)
+        CONFIGS.pop(kind, None)
 
 
 def _spec(kind: str, trials: int, concurrency: int = 1, noise: float = 0.0, duration_s: float = 0.2):

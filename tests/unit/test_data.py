@@ -322,6 +322,7 @@ def test_caps_follow_the_tokens_and_fail_in_one_line():
 def test_no_strategy_proposes_above_a_cap():
     from orchestrator.objective import Objective
     from orchestrator.strategies import STRATEGIES, build_strategy
+    from orchestrator.strategies.contract import Outcome
 
     domains = ("a", "b", "small")
     caps = {"a": 1.0, "b": 1.0, "small": 0.05}
@@ -339,10 +340,10 @@ def test_no_strategy_proposes_above_a_cap():
         s.set_caps(caps)
         proposed = []
         for _ in range(3):  # 9 proposals: past the 4-point initial design of the model-based ones
-            for m in s.ask(3, []):
+            for m in (p.mixture for p in s.ask(3, [])):
                 proposed.append(m)
                 w = m.as_array()
-                s.tell(m, {d: float(1 + 3 * (w[i] - optimum[i]) ** 2) for i, d in enumerate(domains)})
+                s.tell(Outcome(m, {d: float(1 + 3 * (w[i] - optimum[i]) ** 2) for i, d in enumerate(domains)}))
         assert proposed, kind
         assert all(m.as_dict()["small"] <= 0.05 + 1e-6 for m in proposed), (kind, [str(m) for m in proposed])
         assert all(abs(sum(m.weights) - 1) < 1e-5 for m in proposed)
@@ -383,7 +384,7 @@ def test_the_controller_hands_trials_shard_names_and_caps_the_strategy(text_doma
     assert vocab == 257 and len(json.dumps(payload)) < 2000 and all(40_000 < n < 80_000 for n in tokens.values())
     assert c.strategy.caps == {d: pytest.approx(n / 80_000) for d, n in tokens.items()}
     assert c._data_journal == {"domain_tokens": tokens, "caps": c.strategy.caps, "max_epochs": 1}
-    for m in c.strategy.ask(8, []):  # sobol cannot take bounds: its points are projected onto the caps
+    for m in (p.mixture for p in c.strategy.ask(8, [])):  # sobol cannot take bounds: its points are projected onto the caps
         assert all(m.as_dict()[d] <= c.strategy.caps[d] + 1e-6 for d in tokens)
 
 

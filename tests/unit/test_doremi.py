@@ -13,6 +13,7 @@ from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
 from orchestrator.spec import ObjectiveSpec
 from orchestrator.strategies import build_strategy
+from orchestrator.strategies.contract import Artifacts, Outcome, Proposal
 from workers.data import MixtureSampler
 from workers.model import PRESETS, build_model
 from workers.online import DoReMiMixer, OnlineMixError, build_online
@@ -173,22 +174,26 @@ def _strategy(**options):
     return build_strategy("doremi", options, domains, objective, seed=0)
 
 
+REFERENCE_WEIGHTS = "/sweep/trials/tref/final_weights.pt"
+AVERAGE = {"a": 0.2, "b": 0.3, "c": 0.5}
+
+
 def _drive(s, stop_after: int):
-    """Run the three stages with made-up trial outputs, as the controller would tell them."""
-    ref = s.ask(1, [])
-    steps = [("reference", ref[0], s.trial_options(ref[0]))]
+    """Run the three stages with made-up trial outputs, as the controller would tell them: each
+    outcome carries what its trial wrote (artifacts) in the same call as its losses."""
+    (ref,) = s.ask(1, [])
+    steps = [("reference", ref.mixture, dict(ref.options))]
     if stop_after == 0:
         return steps
-    s.tell_artifacts(ref[0], {"final_weights": "/sweep/trials/tref/final_weights.pt"})
-    s.tell(ref[0], {"a": 2.0, "b": 3.0, "c": 4.0})
-    proxy = s.ask(1, [])
-    steps.append(("proxy", proxy[0], s.trial_options(proxy[0])))
+    s.tell(Outcome(ref.mixture, {"a": 2.0, "b": 3.0, "c": 4.0}, artifacts=Artifacts(final_weights=REFERENCE_WEIGHTS)))
+    (proxy,) = s.ask(1, [])
+    steps.append(("proxy", proxy.mixture, dict(proxy.options)))
     if stop_after == 1:
         return steps
-    s.tell_artifacts(proxy[0], {"online": {"kind": "doremi", "average": {"a": 0.2, "b": 0.3, "c": 0.5}, "steps": 9}})
-    s.tell(proxy[0], {"a": 2.5, "b": 3.5, "c": 4.5})
-    final = s.ask(1, [])
-    steps.append(("final", final[0], s.trial_options(final[0])))
+    s.tell(Outcome(proxy.mixture, {"a": 2.5, "b": 3.5, "c": 4.5},
+                   artifacts=Artifacts(online={"kind": "doremi", "average": AVERAGE, "steps": 9})))
+    (final,) = s.ask(1, [])
+    steps.append(("final", final.mixture, dict(final.options)))
     return steps
 
 
@@ -197,14 +202,29 @@ def test_doremi_stages_ask_reference_then_proxy_then_the_averaged_weights():
     (_, ref, ref_opts), (_, proxy, proxy_opts), (_, final, final_opts) = _drive(s, 2)
     assert ref == proxy == Mixture.uniform(("a", "b", "c"))
     assert ref_opts == {"save_final_weights": True}
-    assert proxy_opts["online"] == {"kind": "doremi", "reference": "/sweep/trials/tref/final_weights.pt", "eta": 0.5,
+    assert proxy_opts["online"] == {"kind": "doremi", "reference": REFERENCE_WEIGHTS, "eta": 0.5,
                                     "smoothing": 1e-3, "resample": False}
-    assert final.as_dict() == {"a": 0.2, "b": 0.3, "c": 0.5} and final_opts == {}
+    assert final.as_dict() == AVERAGE and final_opts == {}
     assert s.ask(1, [final]) == []  # waits for it
-    s.tell(final, {"a": 1.0, "b": 1.0, "c": 1.0})
+    s.tell(Outcome(final, {"a": 1.0, "b": 1.0, "c": 1.0}))
     assert s.ask(1, []) == []  # done
     rec = s.recommend()
     assert rec.mixture == final and rec.predicted == {"a": 1.0, "b": 1.0, "c": 1.0} and rec.source == "observed"
+    assert s.roles == ["reference", "proxy", "ordinary"]
+
+
+def test_doremi_reads_each_stage_from_the_outcome_not_from_the_order_of_calls():
+    """The proposal carries its options and the outcome its artifacts: asking again, asking for
+    nothing, or re-telling from another instance changes nothing; a trial's stage is what it wrote."""
+    s = _strategy()
+    (ref,) = s.ask(1, [])
+    assert s.ask(0, []) == [] and s.ask(1, [ref.mixture]) == []  # nothing new while the reference runs
+    other = Mixture.from_dict({"a": 0.5, "b": 0.25, "c": 0.25}, ("a", "b", "c"))
+    s.tell(Outcome(other, {"a": 2.1, "b": 3.1, "c": 4.1}))  # a run the sweep was seeded with: ordinary
+    assert s.ask(1, []) == [ref] and s.roles == ["ordinary"]  # still the reference stage
+    s.tell(Outcome(ref.mixture, {"a": 2.0, "b": 3.0, "c": 4.0}, artifacts=Artifacts(final_weights=REFERENCE_WEIGHTS)))
+    (proxy,) = s.ask(1, [])
+    assert proxy.options["online"]["reference"] == REFERENCE_WEIGHTS and s.roles == ["ordinary", "reference"]
 
 
 def test_a_restored_doremi_strategy_proposes_exactly_what_the_original_would():
@@ -216,10 +236,10 @@ def test_a_restored_doremi_strategy_proposes_exactly_what_the_original_would():
         restored.load_state_dict(state)
         for s in (original, restored):  # the stage's trial finishes the same way for both
             if stage == 2:
-                s.tell(s.proposal(), {"a": 1.0, "b": 1.1, "c": 0.9})
+                s.tell(Outcome(s.proposal(), {"a": 1.0, "b": 1.1, "c": 0.9}))
         a, b = original.ask(1, []), restored.ask(1, [])
-        assert a == b and [original.trial_options(m) for m in a] == [restored.trial_options(m) for m in b]
-        assert original.roles == restored.roles
+        assert a == b  # mixtures and trial options
+        assert original.roles == restored.roles and original.asked == restored.asked
         if stage == 2:
             assert restored.recommend().to_json() == original.recommend().to_json()
 
@@ -227,10 +247,14 @@ def test_a_restored_doremi_strategy_proposes_exactly_what_the_original_would():
 def test_a_failed_stage_stops_doremi_and_the_recommendation_says_why():
     s = _strategy()
     _drive(s, 1)
-    s.tell_failed(Mixture.uniform(("a", "b", "c")), "diverged")
+    s.tell_failed(Mixture.uniform(("a", "b", "c")), "diverged", retryable=False)
     assert s.ask(2, []) == []
     rec = s.recommend()
     assert rec.mixture == Mixture.uniform(("a", "b", "c")) and "proxy trial failed" in rec.notes[-1]
+    hung = _strategy()
+    _drive(hung, 0)
+    hung.tell_failed(Mixture.uniform(("a", "b", "c")), "hung: no result after 600 s", retryable=True)
+    assert hung.ask(1, []) == [] and "budget.max_attempts" in hung.stopped  # the machine failed: what to do says so
 
 
 def test_doremi_refuses_trainers_other_than_the_proxy(tmp_path):
@@ -273,7 +297,7 @@ def test_doremi_sweep_on_ray_recommends_a_measured_run_at_the_averaged_weights(r
     assert len(weights) == 2 and all(sum(w.values()) == pytest.approx(1.0) for w in weights)
     assert rec.mixture.as_dict() == final["mixture"] and rec.source == "observed"
     assert rec.predicted == done[final["trial"]]["losses"]
-    state = SweepState()
+    state = SweepState(Objective.from_spec(spec.objective, spec.domain_names))  # trials scored as `status` scores them
     for e in events:
         state.apply(e)
     assert state.trials[proxy["trial"]].to_json()["online_weights"] == weights[-1]  # what `status --json` shows
@@ -291,8 +315,8 @@ def test_resume_rebuilds_doremi_from_the_journal_alone():
 
     original = _strategy()
     steps = _drive(original, 2)
-    outputs = [({"final_weights": "/sweep/trials/tref/final_weights.pt"}, {"a": 2.0, "b": 3.0, "c": 4.0}),
-               ({"online": {"kind": "doremi", "average": {"a": 0.2, "b": 0.3, "c": 0.5}, "steps": 9}}, {"a": 2.5, "b": 3.5, "c": 4.5})]
+    outputs = [({"final_weights": REFERENCE_WEIGHTS}, {"a": 2.0, "b": 3.0, "c": 4.0}),
+               ({"online": {"kind": "doremi", "average": AVERAGE, "steps": 9}}, {"a": 2.5, "b": 3.5, "c": 4.5})]
     events, seq = [{"event": "sweep_started", "seq": 0, "domains": ["a", "b", "c"]}], 1
     for (role, mixture, options), (artifacts, losses) in zip(steps, outputs):
         tid = f"t{role}"
@@ -307,8 +331,7 @@ def test_resume_rebuilds_doremi_from_the_journal_alone():
     assert state.trials["tproxy"].options == steps[1][2]  # a retried proxy trial runs with its journaled options
     resumed = _strategy()
     retell(resumed, events, state)
-    final = resumed.ask(1, [])
-    assert final == [steps[2][1]] and resumed.trial_options(final[0]) == {} and resumed.roles == original.roles
+    assert resumed.ask(1, []) == [Proposal(steps[2][1])] and resumed.roles == original.roles
 
 
 def test_doremi_under_data_caps_keeps_its_options_and_recognises_its_measured_run():
@@ -318,5 +341,5 @@ def test_doremi_under_data_caps_keeps_its_options_and_recognises_its_measured_ru
     assert ref.as_dict()["a"] <= 0.2 + 1e-6 and ref == proxy  # projected onto the caps by the base class
     assert ref_opts == {"save_final_weights": True} and "online" in proxy_opts and final_opts == {}
     assert final.as_dict()["a"] == pytest.approx(0.2, abs=1e-6)  # the average (a = 0.2) within the caps
-    s.tell(final, {"a": 1.0, "b": 1.0, "c": 1.0})
+    s.tell(Outcome(final, {"a": 1.0, "b": 1.0, "c": 1.0}))
     assert s.ask(1, []) == [] and s.recommend().mixture == final

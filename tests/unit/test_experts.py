@@ -7,6 +7,7 @@ from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
 from orchestrator.spec import ObjectiveSpec
 from orchestrator.strategies import build_strategy
+from orchestrator.strategies.contract import Artifacts, Outcome
 from orchestrator.strategies.experts import ExpertEnsemble
 
 DOMAINS = ("a", "b", "c")
@@ -38,7 +39,7 @@ def test_mde_estimate_is_the_token_level_ensemble_loss():
 def test_mixmin_decreases_its_objective_monotonically_and_beats_every_vertex():
     s = build_strategy("mixmin", {}, DOMAINS, MEAN, seed=0)
     for i, d in enumerate(DOMAINS):
-        s.tell_expert(Mixture.from_array(DOMAINS, np.eye(3)[i]), _experts()[d])
+        s.add_expert(Mixture.from_array(DOMAINS, np.eye(3)[i]), _experts()[d])
     w, trace, _ = s.solve(s.ensemble())
     assert len(trace) > 3 and all(b <= a + 1e-12 for a, b in zip(trace, trace[1:]))
     ens = s.ensemble()
@@ -61,7 +62,7 @@ def test_mixmin_targets_a_downstream_set_that_is_not_a_training_domain():
     target = Objective({"downstream": 1.0}, "loss on downstream")
     s = build_strategy("mixmin", {"max_steps": 400}, DOMAINS, target, seed=0)
     for i, d in enumerate(DOMAINS):
-        s.tell_expert(Mixture.from_array(DOMAINS, np.eye(3)[i]), experts[d])
+        s.add_expert(Mixture.from_array(DOMAINS, np.eye(3)[i]), experts[d])
     assert s.ensemble().eval_domains == ("a", "b", "c", "downstream")
     w, trace, _ = s.solve(s.ensemble())
     assert all(b <= a + 1e-12 for a, b in zip(trace, trace[1:]))
@@ -70,20 +71,44 @@ def test_mixmin_targets_a_downstream_set_that_is_not_a_training_domain():
     assert "downstream" in rec.predicted and rec.objective == pytest.approx(rec.predicted["downstream"])
 
 
-def test_mixmin_asks_for_experts_then_its_optimum_once():
+def _expert_outcome(tmp_path, proposal, experts, losses=None) -> Outcome:
+    """What a sweep's expert trial gives back: its losses, and where it wrote its log-probabilities."""
+    from orchestrator.storage import write_arrays
+
+    m = proposal.mixture
+    domain = m.domains[int(np.argmax(m.weights))]
+    location = str(tmp_path / f"expert_{domain}.npz")
+    write_arrays(location, experts[domain])
+    return Outcome(m, losses or {d: 3.0 for d in DOMAINS}, artifacts=Artifacts(token_logprobs=location))
+
+
+def test_mixmin_asks_for_experts_then_its_optimum_once(tmp_path):
     s = build_strategy("mixmin", {}, DOMAINS, MEAN, seed=0)
     first = s.ask(2, [])
-    assert [max(m.weights) for m in first] == [1.0, 1.0]
-    rest = s.ask(3, first)
+    assert [max(p.mixture.weights) for p in first] == [1.0, 1.0]
+    rest = s.ask(3, [p.mixture for p in first])
     assert len(rest) == 1 and rest[0] not in first
-    assert all(s.wants_token_logprobs(m) for m in first + rest)
-    for m in first + rest:
-        s.tell_expert(m, _experts()[m.domains[int(np.argmax(m.weights))]])
+    assert all(p.options == {"token_logprobs": True} for p in first + rest)  # each expert writes its log-probabilities
+    for p in first + rest:
+        s.tell(_expert_outcome(tmp_path, p, _experts()))
+    assert set(s.expert_sources) == set(DOMAINS) and s.ensemble() is not None  # read from where the trials wrote them
     optimum = s.ask(2, [])
-    assert len(optimum) == 1 and max(optimum[0].weights) < 0.99 and not s.wants_token_logprobs(optimum[0])
+    assert len(optimum) == 1 and max(optimum[0].mixture.weights) < 0.99 and optimum[0].options == {}
     assert s.ask(2, []) == []
     rec = s.recommend()
-    assert rec.mixture == optimum[0] and rec.source == "model" and set(rec.predicted) == set(DOMAINS)
+    assert rec.mixture == optimum[0].mixture and rec.source == "model" and set(rec.predicted) == set(DOMAINS)
+
+
+def test_a_restored_mixmin_reads_its_experts_again_and_proposes_its_optimum_once(tmp_path):
+    s = build_strategy("mixmin", {}, DOMAINS, MEAN, seed=0)
+    for p in s.ask(3, []):
+        s.tell(_expert_outcome(tmp_path, p, _experts()))
+    restored = build_strategy("mixmin", {}, DOMAINS, MEAN, seed=0)
+    restored.load_state_dict(s.state_dict())
+    assert restored.asked == 3 and set(restored.expert_logprobs) == set(DOMAINS)
+    optimum = restored.ask(1, [])
+    assert optimum == s.ask(1, []) and len(optimum) == 1
+    assert restored.ask(1, [optimum[0].mixture]) == [] and restored.ask(1, []) == []  # in flight, then once only
 
 
 def test_mde_regression_learns_the_gap_between_ensemble_and_truth():
@@ -94,13 +119,14 @@ def test_mde_regression_learns_the_gap_between_ensemble_and_truth():
         return {d: float(v) for d, v in zip(DOMAINS, ens.losses(w)[0] + 0.3 * (w - 1 / 3) ** 2 + np.array([0.1, 0.2, 0.3]))}
 
     s = build_strategy("mde", {"seed_mixtures": 4}, DOMAINS, MEAN, seed=0)
-    for m in s.ask(3, []):
-        s.tell_expert(m, experts[m.domains[int(np.argmax(m.weights))]])
-        s.tell(m, truth(m.as_array()))
+    for p in s.ask(3, []):
+        s.add_expert(p.mixture, experts[p.mixture.domains[int(np.argmax(p.mixture.weights))]])
+        s.tell(Outcome(p.mixture, truth(p.mixture.as_array())))
     for _ in range(4):
-        for m in s.ask(2, []):
-            assert abs(sum(m.weights) - 1) < 1e-5 and min(m.weights) >= 0
-            s.tell(m, truth(m.as_array()))
+        for p in s.ask(2, []):
+            m = p.mixture
+            assert abs(sum(m.weights) - 1) < 1e-5 and min(m.weights) >= 0 and p.options == {}
+            s.tell(Outcome(m, truth(m.as_array())))
     rec = s.recommend()
     assert rec.source == "model"
     actual = MEAN(truth(rec.mixture.as_array()))

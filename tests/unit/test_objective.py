@@ -14,6 +14,7 @@ from orchestrator.optimize import Bounds, minimize_on_simplex
 from orchestrator.runs import RunsTableError
 from orchestrator.spec import ObjectiveSpec, SpecError, parse_spec
 from orchestrator.strategies import build_strategy
+from orchestrator.strategies.contract import Outcome
 
 D3 = ("a", "b", "c")
 # Domain a gains little from its own data: the mean-optimal mixture starves it (w_a -> 0), and its loss
@@ -122,20 +123,20 @@ def test_bayesopt_puts_the_constraints_in_the_ax_experiment():
         return {c.metric_names[0]: c.bound for c in oc}
 
     assert constraints() == {"limit_b": 2.5}  # the cap at once; limits relative to the reference wait for its run
-    first = s.ask(2, [])
+    first = [p.mixture for p in s.ask(2, [])]
     assert np.allclose(first[0].as_array(), 1 / 3)  # the reference run comes first
-    s.tell(first[0], UNIFORM_LOSSES)
+    s.tell(Outcome(first[0], UNIFORM_LOSSES))
     assert constraints() == pytest.approx({"limit_a": UNIFORM_LOSSES["a"] + 0.01, "limit_b": 2.5,
                                            "limit_c": UNIFORM_LOSSES["c"] + 0.01})
 
 
 def test_bayesopt_worst_excess_holds_results_back_until_the_reference_completes():
     s = build_strategy("bayesopt", {"initial_trials": 3}, D3, objective(excess=True), seed=0)
-    ref, other = s.ask(2, [])
-    s.tell(other, loss_dict(other.as_array()))
+    ref, other = (p.mixture for p in s.ask(2, []))
+    s.tell(Outcome(other, loss_dict(other.as_array())))
     data = s._client._experiment.lookup_data().df
     assert data.empty  # the objective is undefined before the reference run: Ax still sees the trial running
-    s.tell(ref, UNIFORM_LOSSES)
+    s.tell(Outcome(ref, UNIFORM_LOSSES))
     df = s._client._experiment.lookup_data().df
     got = df[df.metric_name == "objective"]["mean"].tolist()
     assert len(got) == 2 and min(got) == 0.0  # the reference's own excess is 0
@@ -146,9 +147,9 @@ def test_bayesopt_worst_excess_holds_results_back_until_the_reference_completes(
 def test_bayesopt_releases_held_results_when_the_reference_run_fails():
     obj = objective(excess=True)
     s = build_strategy("bayesopt", {"initial_trials": 3}, D3, obj, seed=0)
-    ref, other = s.ask(2, [])
-    s.tell(other, loss_dict(other.as_array()))
-    s.tell_failed(ref, "node lost")
+    ref, other = (p.mixture for p in s.ask(2, []))
+    s.tell(Outcome(other, loss_dict(other.as_array())))
+    s.tell_failed(ref, "node lost", retryable=True)
     df = s._client._experiment.lookup_data().df
     assert df[df.metric_name == "objective"]["mean"].tolist() == [max(loss_dict(other.as_array()).values())]
     assert any("has not completed" in n for n in s.recommend().notes)
@@ -171,8 +172,8 @@ def test_constrained_strategies_never_recommend_a_mixture_breaking_the_constrain
     obj = objective("mean", constraints={"max_excess": limit})
     s = build_strategy(kind, options, D3, obj, seed=0)
     for _ in range(rounds):
-        for m in s.ask(4, []):
-            s.tell(m, loss_dict(m.as_array()))
+        for p in s.ask(4, []):
+            s.tell(Outcome(p.mixture, loss_dict(p.mixture.as_array())))
     assert not obj.reference_known  # the strategy holds its own objective; the one it was given is unchanged
     obj = s.objective
     assert obj.reference == pytest.approx(UNIFORM_LOSSES)  # the initial design ran the reference mixture
@@ -190,8 +191,8 @@ def test_constrained_strategies_never_recommend_a_mixture_breaking_the_constrain
 def test_without_feasible_runs_the_recommendation_says_so():
     obj = objective("mean", constraints={"max_loss": {"a": 1.0}})  # no mixture gets domain a below 1 nat
     s = build_strategy("sobol", {}, D3, obj, seed=0)
-    for m in s.ask(4, []):
-        s.tell(m, loss_dict(m.as_array()))
+    for p in s.ask(4, []):
+        s.tell(Outcome(p.mixture, loss_dict(p.mixture.as_array())))
     rec = s.recommend()
     assert rec.source == "observed" and any("no observed run satisfies" in n for n in rec.notes)
     assert rec.mixture == min((o.mixture for o in s.observations), key=lambda m: loss_dict(m.as_array())["a"])
@@ -249,7 +250,7 @@ def test_mixmin_minimises_the_worst_domain_of_the_expert_ensemble():
     for kind in ("mean", "worst"):
         s = build_strategy("mixmin", {}, D3, objective(kind), seed=0)
         for i, d in enumerate(D3):
-            s.tell_expert(Mixture.from_array(D3, np.eye(3)[i]), {e: logp[e][i] for e in D3})
+            s.add_expert(Mixture.from_array(D3, np.eye(3)[i]), {e: logp[e][i] for e in D3})
         results[kind] = s.recommend()
     w_mean, w_worst = (results[k].mixture.as_array() for k in ("mean", "worst"))
     assert w_worst[0] > w_mean[0] + 0.05
@@ -260,8 +261,8 @@ def test_gp_worst_excess_trades_the_mean_for_the_starved_domain():
     obj = objective("worst", excess=True)
     s = build_strategy("gp", {"fit_maxiter": 20, "candidates": 256, "local_candidates": 64, "initial_trials": 4}, D3, obj, seed=0)
     for _ in range(2):
-        for m in s.ask(4, []):
-            s.tell(m, loss_dict(m.as_array()))
+        for p in s.ask(4, []):
+            s.tell(Outcome(p.mixture, loss_dict(p.mixture.as_array())))
     obj = s.objective
     assert obj.reference_known
     w, mean_opt = s.recommend().mixture.as_array(), _mean_optimum()

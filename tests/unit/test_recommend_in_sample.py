@@ -8,6 +8,7 @@ from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
 from orchestrator.strategies import build_strategy
 from orchestrator.strategies.base import IN_SAMPLE, MODEL
+from orchestrator.strategies.contract import Outcome
 
 DOMAINS = ("a", "b", "c", "d")
 MEAN = Objective({d: 0.25 for d in DOMAINS}, "mean")
@@ -23,7 +24,7 @@ def losses(w: np.ndarray) -> np.ndarray:
 def told(kind: str, options: dict, runs: int = 16, seed: int = 0):
     s = build_strategy(kind, options, DOMAINS, Objective({d: 0.25 for d in DOMAINS}, "mean"), seed=0)
     for w in np.random.default_rng(seed).dirichlet(np.ones(4), size=runs):
-        s.tell(Mixture.from_array(DOMAINS, w), dict(zip(DOMAINS, map(float, losses(w)))))
+        s.tell(Outcome(Mixture.from_array(DOMAINS, w), dict(zip(DOMAINS, map(float, losses(w))))))
     return s
 
 
@@ -78,11 +79,11 @@ def test_expert_strategies_recommend_no_worse_than_any_observed_run(kind):
     s = build_strategy(kind, {"candidates": 500}, DOMAINS, MEAN, seed=0)
     experts = _experts()
     for i, d in enumerate(DOMAINS):
-        s.tell_expert(Mixture.from_array(DOMAINS, np.eye(4)[i]), experts[d])
+        s.add_expert(Mixture.from_array(DOMAINS, np.eye(4)[i]), experts[d])
     ens = s.ensemble()
     for w in np.random.default_rng(0).dirichlet(np.ones(4), size=6):
         m = Mixture.from_array(DOMAINS, w)
-        s.tell(m, dict(zip(DOMAINS, map(float, ens.losses(w)[0] + 0.01))))
+        s.tell(Outcome(m, dict(zip(DOMAINS, map(float, ens.losses(w)[0] + 0.01)))))
     rec = s.recommend()
     observed = np.array([o.mixture.as_array() for o in s.observations])
     # each strategy's own prediction at the observed runs: MDE's regression, MixMin's held-out ensemble loss
