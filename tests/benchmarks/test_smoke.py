@@ -59,11 +59,11 @@ def check_orchestration(out: str) -> None:
     lines = [line for line in out.splitlines() if ": busy fraction " in line]
     assert lines, out
     for line in lines:
-        m = re.search(r"busy fraction ([\d.]+), in trainer ([\d.]+) \((\d+) of (\d+) trials completed, (\d+) failed; "
-                      r"peak in flight (\d+) of (\d+)\)", line)
+        m = re.search(r"busy fraction ([\d.]+), in trainer ([\d.]+), steady-state in trainer ([\d.]+) \(turnaround [\d.]+ s\) "
+                      r"\((\d+) of (\d+) trials completed, (\d+) failed; peak in flight (\d+) of (\d+)\)", line)
         assert m, line
-        busy, trainer, done, trials, failed, peak, conc = (float(g) for g in m.groups())
-        assert 0 < trainer <= busy <= 1.0 and done == trials == 8 and failed == 0 and peak == conc == 4
+        busy, trainer, steady, done, trials, failed, peak, conc = (float(g) for g in m.groups())
+        assert 0 < trainer <= busy <= 1.0 and 0 < steady <= 1.0 and done == trials == 8 and failed == 0 and peak == conc == 4
     ratio = next(line for line in out.splitlines() if line.startswith("ratio pooled / one process per trial:"))
     from orchestrator.spec import ResourcesSpec
 
@@ -122,7 +122,9 @@ def check_strategies_regret(out: str) -> None:
         assert problem in out
     sobol = table_rows(out, "sobol")
     assert len(sobol) == 2 and all(r[2] == "1.00" for r in sobol)
-    assert all(numbers(r[1])[0] >= 0 for name in ("gp", "uniform") for r in table_rows(out, name))
+    for name in ("gp", "uniform"):
+        rows = table_rows(out, name)
+        assert len(rows) == 2 and all(numbers(r[1])[0] >= 0 for r in rows), out
 
 
 def check_trainer(out: str) -> None:

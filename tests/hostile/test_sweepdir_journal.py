@@ -232,7 +232,8 @@ def test_a_torn_last_line_is_dropped_by_resume_and_reported(tmp_path, monkeypatc
     monkeypatch.setattr(Controller, "_drive", _no_drive)
     Controller(parse_spec(SPEC), sweep.dir, log=said.append).resume()
     assert any("cut by a crash" in s for s in said)
-    assert all(json.loads(line) for line in sweep.journal.read_text().splitlines())
+    lines = sweep.journal.read_text().splitlines()
+    assert lines and all(json.loads(line) for line in lines)
     sweep.assert_contained()
 
 

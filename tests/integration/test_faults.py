@@ -35,6 +35,7 @@ def test_a_diverging_trial_fails_with_its_step(ray_session, tmp_path):
 
 def test_a_diverging_proxy_loss_past_the_bound_fails(ray_session, tmp_path):
     _, state = _sweep(tmp_path, "quadratic", max_loss=1.5)  # quadratic reports losses above 2
+    assert len(state.trials) == 2
     assert all(t.status == TrialStatus.FAILED and "bound 1.50" in t.reason for t in state.trials.values())
 
 

@@ -141,7 +141,7 @@ def test_a_resumed_sweep_does_not_retrain_finished_ladder_trials(moving_sweep, t
     assert started_after, "the unfinished ladder trials must run on resume"
     assert not set(started_after) & finished_before  # nothing finished is trained again
     state = replay(d / "journal.jsonl")
-    assert all(t.status.value == "completed" for t in state.ladder.values())
+    assert state.ladder and all(t.status.value == "completed" for t in state.ladder.values())
     assert ladder_summary(state, "debug")["rungs"][0]["winner_held"] is False
 
 

@@ -96,7 +96,7 @@ def test_a_trial_that_raises_fails_and_the_sweep_goes_on(ray_session, tmp_path):
     controller.run()
     state = replay(tmp_path / "sweep" / "journal.jsonl")
     failed = state.by_status(TrialStatus.FAILED)
-    assert failed and len(state.completed) + len(failed) == 10
+    assert failed and state.completed and len(state.completed) + len(failed) == 10
     for t in failed:
         assert t.mixture["a"] > 0.4 and t.reason.startswith("ValueError: refusing a=")
     assert len(controller.strategy.failures) == len(failed)

@@ -170,7 +170,7 @@ def test_kuberay_cluster_images_versions_gpus_and_volumes_agree(name, spec):
     assert spec["workerGroupSpecs"], "no worker group"
     for group in spec["workerGroupSpecs"]:
         params = group["rayStartParams"]
-        assert all(isinstance(v, str) for v in params.values()), "KubeRay wants rayStartParams as strings"
+        assert params and all(isinstance(v, str) for v in params.values()), "KubeRay wants rayStartParams as strings"
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         # The controller looks for GPUs once, at sweep start, and falls back to CPU when it finds none.
         assert group["minReplicas"] >= 1
