@@ -15,6 +15,9 @@ The figures come from the sweep's journal alone (`orchestrator.journal.read_even
   in trainer  the same from trial_placed (the trial's process is up and its trainer starts) to its end:
               what is left once actor start-up counts as overhead
   actor start trial_started -> trial_placed, mean over the first wave and over the later ones
+  turnaround  later waves: from the end of the trial whose slot a trial fills to its trainer's start
+              (result handling, the ask, actor start); steady-state in trainer = mean trial / (mean
+              trial + mean turnaround), the fraction once the one-time first-wave start-up is behind
   overhead    (concurrency x wall - time in trainer) / trials, slot-seconds lost per trial, and the
               in-trainer fraction that overhead would leave to 60-s trials: 60 / (60 + overhead)
 
@@ -100,6 +103,9 @@ def slot_figures(events: list[dict], concurrency: int) -> dict:
     placed: dict[str, float] = {}
     busy = trainer = 0.0
     starts: list[float] = []  # started -> placed, in start order
+    placed_order: list[float] = []  # placed times, in start order
+    ends: list[float] = []  # end times, in end order
+    in_trial: list[float] = []  # placed -> end, per attempt
     intervals: list[tuple[float, float]] = []
     counts = {"trial_completed": 0, "trial_failed": 0, "trial_requeued": 0}
     for e in events:
@@ -109,21 +115,31 @@ def slot_figures(events: list[dict], concurrency: int) -> dict:
         elif kind == "trial_placed" and tid in started:
             placed[tid] = e["time"]
             starts.append(e["time"] - started[tid])
+            placed_order.append(e["time"])
         elif kind in ENDS and tid in started:
             begin = started.pop(tid)
             busy += e["time"] - begin
-            trainer += e["time"] - placed.pop(tid, e["time"])  # never placed: no time in its trainer
+            spent = e["time"] - placed.pop(tid, e["time"])  # never placed: no time in its trainer
+            trainer += spent
+            in_trial.append(spent)
+            ends.append(e["time"])
             intervals.append((begin, e["time"]))
             counts[kind] += 1
     attempts = len(intervals)
     wave1, later = starts[:concurrency], starts[concurrency:]
     overhead = (concurrency * wall - trainer) / attempts if attempts else math.nan
+    # Steady state: the k-th trial of the later waves fills the slot the k-th ended trial freed; its
+    # turnaround is from that end to its own trainer's start (result handling, ask, actor start).
+    turnaround = [p - e for p, e in zip(placed_order[concurrency:], ends)]
+    mean_trial = statistics.fmean(in_trial) if in_trial else math.nan
+    mean_turn = statistics.fmean(turnaround) if turnaround else math.nan
     return {"wall_s": wall, "attempts": attempts, "completed": counts["trial_completed"],
             "failed": counts["trial_failed"], "requeued": counts["trial_requeued"],
             "busy": busy / (concurrency * wall), "in_trainer": trainer / (concurrency * wall),
             "start_wave1_s": statistics.fmean(wave1) if wave1 else math.nan,
             "start_later_s": statistics.fmean(later) if later else math.nan,
             "overhead_s": overhead, "in_trainer_at_60s": TRIAL_S / (TRIAL_S + overhead),
+            "turnaround_s": mean_turn, "steady": mean_trial / (mean_trial + mean_turn),
             "peak_in_flight": peak(intervals)}
 
 
@@ -153,23 +169,27 @@ def run_mode(label: str, reuse: bool | None, args: argparse.Namespace, root: Pat
 
 def report(points: list[dict], args: argparse.Namespace) -> None:
     head = ["mode", "trials done", "wall s", "busy fraction", "in trainer", "actor start s: wave 1 / later",
-            "overhead s/trial", "in trainer @60 s", "peak in flight", "load"]
+            "overhead s/trial", "in trainer @60 s", "turnaround s (later waves)", "steady-state in trainer",
+            "peak in flight", "load"]
     rows = [[p["mode"], f"{p['completed']}/{p['trials']}", f"{p['wall_s']:.1f}", f"{p['busy']:.3f}",
              f"{p['in_trainer']:.3f}", f"{p['start_wave1_s']:.2f} / {p['start_later_s']:.2f}", f"{p['overhead_s']:.2f}",
-             f"{p['in_trainer_at_60s']:.3f}", str(p["peak_in_flight"]), p["load"]] for p in points]
+             f"{p['in_trainer_at_60s']:.3f}", f"{p['turnaround_s']:.2f}", f"{p['steady']:.3f}",
+             str(p["peak_in_flight"]), p["load"]] for p in points]
     print(f"\nconcurrency {args.concurrency}, {args.duration:g}-s synthetic trials x {args.waves} waves, "
           f"{args.nodes} worker node(s) (baseline: the ideal fraction, 1.0)")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         print("| " + " | ".join(r) + " |")
     for p in points:
-        print(f"{p['mode']}: busy fraction {p['busy']:.3f}, in trainer {p['in_trainer']:.3f} "
+        print(f"{p['mode']}: busy fraction {p['busy']:.3f}, in trainer {p['in_trainer']:.3f}, "
+              f"steady-state in trainer {p['steady']:.3f} (turnaround {p['turnaround_s']:.2f} s) "
               f"({p['completed']} of {p['trials']} trials completed, {p['failed']} failed; "
               f"peak in flight {p['peak_in_flight']} of {args.concurrency})")
     if len(points) == 2:
         base, pooled = points
         print(f"ratio pooled / one process per trial: busy {pooled['busy'] / base['busy']:.2f}x, "
               f"in trainer {pooled['in_trainer'] / base['in_trainer']:.2f}x, "
+              f"steady-state in trainer {pooled['steady'] / base['steady']:.2f}x, "
               f"wall {pooled['wall_s'] / base['wall_s']:.2f}x")
     else:
         print("ratio pooled / one process per trial: n/a (resources.reuse_actors does not exist yet: "
