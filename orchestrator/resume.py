@@ -18,7 +18,6 @@ from orchestrator.state import SweepState, TrialRecord
 from orchestrator.strategies.base import Strategy
 from orchestrator.strategies.contract import Artifacts, Outcome
 from orchestrator.sweepdir import JOURNAL, result_files, trial_dir
-from orchestrator.trial import TrialStatus
 
 # Changes a resumed sweep accepts: more budget, different concurrency or fault tolerance.
 # `budget.weight_precision` only decides which later proposals count as repeats; the repeats already

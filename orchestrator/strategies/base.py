@@ -67,7 +67,7 @@ class Recommendation:
         }
 
 
-def capped_bounds(domains: tuple[str, ...], bounds: Bounds, caps: dict[str, float], min_weight: float = 0.0) -> Bounds:
+def capped_bounds(domains: tuple[str, ...], bounds: Bounds, caps: dict[str, float]) -> Bounds:
     """`bounds` with each upper bound lowered to the data's cap; ValueError, one line naming the domain,
     the fields and the fix, when the caps leave no mixture inside the floor and bounds (the spec's own
     floor and bounds were checked at validation: spec.mixture_space_problem)."""
@@ -80,7 +80,7 @@ def capped_bounds(domains: tuple[str, ...], bounds: Bounds, caps: dict[str, floa
                              f"(strategy.options min_weight/bounds); {fix}")
     if sum(upper.values()) < 1 - 1e-9:
         raise ValueError(f"the data caps and strategy.options bounds leave upper bounds summing to {sum(upper.values()):.3f} < 1; {fix}")
-    return Bounds.of(domains, min_weight, {d: (lower[d], upper[d]) for d in domains})
+    return Bounds.of(domains, 0.0, {d: (lower[d], upper[d]) for d in domains})
 
 
 class Strategy(abc.ABC):

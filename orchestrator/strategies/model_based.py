@@ -19,7 +19,7 @@ import numpy as np
 from orchestrator.mixture import Mixture
 from orchestrator.objective import CONSTRAINT_PENALTY
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
-from orchestrator.strategies.base import Predictive, Recommendation, capped_bounds  # noqa: F401 (capped_bounds: re-exported)
+from orchestrator.strategies.base import Predictive, Recommendation
 from orchestrator.strategies.configs import BoundedConfig
 from orchestrator.strategies.contract import Proposal, Requirements
 from orchestrator.surrogates.base import Surrogate, single_threaded
