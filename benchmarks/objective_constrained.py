@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from orchestrator.objective import Objective  # noqa: E402
 from orchestrator.optimize import sobol_simplex  # noqa: E402
 from orchestrator.strategies import build_strategy  # noqa: E402
+from orchestrator.strategies.contract import Outcome  # noqa: E402
 from orchestrator.strategies import model_based  # noqa: E402
 
 DOMAINS = ("a", "b", "c")
@@ -62,7 +63,7 @@ def timed_case(obj: Objective, runs: int, seed: int) -> dict[str, float]:
     s = build_strategy("gp", OPTIONS, DOMAINS, obj, seed)
     pts = np.vstack([np.full((1, 3), 1 / 3), sobol_simplex(runs - 1, 3, seed=seed)])
     for w in pts:
-        s.tell(build_mixture(w), losses(w))
+        s.tell(Outcome(build_mixture(w), losses(w)))
     t0 = time.perf_counter()
     s.ask(4, [])
     t_ask = time.perf_counter() - t0

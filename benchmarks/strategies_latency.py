@@ -34,6 +34,7 @@ from strategies_problems import transfer  # noqa: E402
 from orchestrator.mixture import Mixture  # noqa: E402
 from orchestrator.objective import Objective  # noqa: E402
 from orchestrator.strategies import build_strategy  # noqa: E402
+from orchestrator.strategies.contract import Outcome  # noqa: E402
 
 OPTIONS = {"regmix": {"prior": "uniform"}}
 
@@ -50,7 +51,7 @@ def told_strategy(kind: str, runs: int, k: int, seed: int):
 
     for w in rng.dirichlet(np.ones(k), size=runs):
         m = Mixture.from_array(domains, w)
-        strategy.tell(m, result(m))  # told results count as the initial design: the next ask is the model's
+        strategy.tell(Outcome(m, result(m)))  # told results count as the initial design: the next ask is the model's
     return strategy, result
 
 
@@ -65,10 +66,11 @@ def measure(kind: str, runs: int, k: int, repeats: int) -> dict[str, float]:
     first, steady = [], []
     for seed in range(repeats):
         strategy, result = told_strategy(kind, runs, k, seed)
-        wall, cpu, batch = timed(lambda: strategy.ask(4, []))
+        wall, cpu, proposals = timed(lambda: strategy.ask(4, []))
+        batch = [p.mixture for p in proposals]
         assert len(batch) == 4, f"{kind} proposed {len(batch)} of 4"
         first.append((wall, cpu))
-        strategy.tell(batch[0], result(batch[0]))
+        strategy.tell(Outcome(batch[0], result(batch[0])))
         wall, cpu, _ = timed(lambda: strategy.ask(1, batch[1:]))
         steady.append((wall, cpu))
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.objective import Objective  # noqa: E402
-from orchestrator.resume import tell_artifacts  # noqa: E402
+from orchestrator.strategies.contract import Artifacts, Outcome  # noqa: E402
 from orchestrator.spec import parse_spec  # noqa: E402
 from orchestrator.strategies import build_strategy  # noqa: E402
 
@@ -89,17 +89,15 @@ def run_sweep(kind: str, trials: RealTrials, objective: Objective, seed: int, bu
     """Objective of each finished trial, in the order finished."""
     strategy = build_strategy(kind, {}, trials.domains, objective, seed)
     strategy.domain_tokens = trials.domain_tokens  # as the controller sets it once the data is prepared
-    pending, values = [], []
+    pending, values = [], []  # proposals in flight (mixture + the trial options a sweep's trial is run with)
     while len(values) < budget:
-        pending += strategy.ask(min(concurrency - len(pending), budget - len(values) - len(pending)), pending)
+        pending += strategy.ask(min(concurrency - len(pending), budget - len(values) - len(pending)), [p.mixture for p in pending])
         if not pending:
             break
-        mixture = pending.pop(0)
-        wants = bool(strategy.trial_options(mixture).get("token_logprobs"))  # what a sweep's trial is asked for
+        proposal = pending.pop(0)
+        mixture, wants = proposal.mixture, bool(proposal.options.get("token_logprobs"))
         losses, stderr, logprobs = trials.run(mixture.as_dict(), mixture.key(), seed, wants)
-        strategy.tell(mixture, losses, stderr)
-        if logprobs:
-            tell_artifacts(strategy, mixture, {"token_logprobs": logprobs})
+        strategy.tell(Outcome(mixture, losses, stderr, Artifacts(token_logprobs=logprobs or None)))
         values.append(objective(losses))
     return values
 

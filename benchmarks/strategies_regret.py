@@ -29,6 +29,7 @@ from strategies_problems import PROBLEMS, Problem  # noqa: E402
 
 from orchestrator.objective import Objective  # noqa: E402
 from orchestrator.strategies import build_strategy  # noqa: E402
+from orchestrator.strategies.contract import Outcome  # noqa: E402
 
 DEFAULT = "gp,mixing_law,bimix,regmix,bayesopt,sobol,uniform"
 # RegMix's swarm centres on token shares; a synthetic problem has no data, so its prior is uniform.
@@ -45,7 +46,7 @@ def run_sweep(kind: str, problem: Problem, seed: int, budget: int, concurrency: 
     pending, regrets, slowest = [], [], 0.0
     while len(regrets) < budget:
         t0 = time.perf_counter()
-        pending += strategy.ask(min(concurrency - len(pending), budget - len(regrets) - len(pending)), pending)
+        pending += [p.mixture for p in strategy.ask(min(concurrency - len(pending), budget - len(regrets) - len(pending)), pending)]
         slowest = max(slowest, time.perf_counter() - t0)
         if not pending:
             break
@@ -53,7 +54,7 @@ def run_sweep(kind: str, problem: Problem, seed: int, budget: int, concurrency: 
         w = mixture.as_array()
         regrets.append(problem.regret(w))
         observed = problem.losses(w) + rng.normal(0.0, noise, problem.k)
-        strategy.tell(mixture, dict(zip(domains, map(float, observed))))
+        strategy.tell(Outcome(mixture, dict(zip(domains, map(float, observed)))))
     out = np.full(budget, np.nan)
     out[: len(regrets)] = regrets
     return out, slowest

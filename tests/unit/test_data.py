@@ -379,7 +379,8 @@ def test_the_controller_hands_trials_shard_names_and_caps_the_strategy(text_doma
                        "proxy": {"val_tokens_per_domain": 2048, "tokens_per_trial": 80_000},
                        "data": {"cache_dir": str(tmp_path / "cache"), "max_epochs": 1}, "strategy": {"kind": "sobol"}})
     c = Controller(spec, tmp_path / "sweep", log=lambda m: None)
-    payload, vocab = c._prepare_data()
+    vocab = c._prepare_data()
+    payload = c.jobs.prepare().data  # what every trial receives
     tokens = {d: s["train_tokens"] for d, s in payload["domains"].items()}
     assert vocab == 257 and len(json.dumps(payload)) < 2000 and all(40_000 < n < 80_000 for n in tokens.values())
     assert c.strategy.caps == {d: pytest.approx(n / 80_000) for d, n in tokens.items()}
