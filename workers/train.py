@@ -213,7 +213,7 @@ def run_trial(request: TrialRequest, data: Mapping[str, Any], report: Callable[[
     val = {d: t.val for d, t in opened.items()}
     # Held-out sets (spec `eval_domains`) are evaluated like domains but never sampled for training.
     val.update({d: t.val for d, t in open_domains(data, "eval_domains").items()})
-    # Per-trial options the strategy asked for (Strategy.trial_options; part of the trial id). Files go to
+    # Per-trial options the strategy asked for (a Proposal's options; part of the trial id). Files go to
     # the trial's directory, a path or URI that every node reaches.
     options = request.options
     logprobs_to = f"{request.trial_dir}/token_logprobs.npz" if options.get("token_logprobs") else None

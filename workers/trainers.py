@@ -58,7 +58,7 @@ class Backend:
     timeout(trainer, tokens) -> seconds or None: wall time after which an attempt counts as hung, when
         the spec sets none; `tokens` is the proxy's training tokens per trial.
     reads_data: TOKEN_SHARDS, REPLAY_MODEL or None.
-    options: the trial options (Strategy.trial_options) the trainer honours.
+    options: the trial options (a Proposal's options) the trainer honours.
     """
 
     run: Callable[[TrialRequest, Any, Report], TrialResult]
