@@ -39,11 +39,11 @@ from orchestrator.lock import SweepLock
 from orchestrator.metrics import SweepMetrics
 from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
-from orchestrator.spec import SpecError, SweepSpec, read_yaml
+from orchestrator.spec import SpecError, SweepSpec
 from orchestrator.state import SweepState
 from orchestrator.storage import SweepStore
 from orchestrator.runner import DivergenceBound, Ended, FaultHook, Job, TrialRunner
-from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, write_json_atomic
+from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, read_frozen_spec, write_json_atomic
 from orchestrator.strategies import Recommendation, Strategy, build_strategy
 from orchestrator.strategies.contract import Artifacts, Outcome
 from orchestrator.export import refresh_exports
@@ -174,7 +174,7 @@ class Controller:
             check_not_orphaned(self.dir, [], where)
             raise SweepDirExists(f"{where} holds no sweep to resume (no {JOURNAL}); `mixsweep run` starts one")
         check_not_orphaned(self.dir, list(read_events(self.dir / JOURNAL, [])), where)  # checked, before the lock
-        frozen = read_yaml(self.dir / SPEC, "frozen spec")  # strictly, as every spec: duplicate keys are errors
+        frozen = read_frozen_spec(self.dir)  # strictly, as every spec: duplicate keys are errors
         changes = check_resumable(frozen, self.spec.model_dump(mode="json"))
         vocab = self._prepare_data()
         self.lock = SweepLock(self.dir)

@@ -19,9 +19,10 @@ import numpy as np
 
 from orchestrator.journal import load
 from orchestrator.mixture import Mixture
+from orchestrator.spec import load_frozen_spec
 from orchestrator.state import SweepState
 from orchestrator.strategies.base import IN_SAMPLE, MODEL
-from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, write_json_atomic
+from orchestrator.sweepdir import JOURNAL, REPORT, write_json_atomic
 from orchestrator.trial import TrialStatus
 
 # A recommendation farther than this from every completed trial (total variation distance: the share
@@ -136,16 +137,6 @@ def ladder_plot(summary: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def frozen_spec(sweep_dir: Path):
-    """The spec the sweep ran with (None when spec.yaml is missing: the report then shows what the journal
-    alone says); a damaged or invalid one is the one-line SpecError of `spec.load_frozen_spec`."""
-    from orchestrator.spec import load_frozen_spec
-
-    if not (Path(sweep_dir) / SPEC).exists():
-        return None
-    return load_frozen_spec(sweep_dir)
 
 
 def rebuild_strategy(spec, state: SweepState, events: list[dict[str, Any]]) -> tuple[Any, str | None]:
@@ -366,7 +357,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
     if rec is not None:
         write_json_atomic(out / "recommendation.json", rec)
         paths["recommendation"] = out / "recommendation.json"
-    spec = frozen_spec(d)
+    spec = load_frozen_spec(d, missing_ok=True)  # None: the report shows what the journal alone says
     strategy, loo_model, why_not = report_models(spec, state, events)
     rows = mixture_rows(state, spec, strategy, rec)
     objective_plot(state, out / "objective.png", [r for r in rows if r["name"] != "recommended"])

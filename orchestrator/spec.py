@@ -655,16 +655,16 @@ def load_spec(path: str | Path) -> SweepSpec:
 FROZEN_EXTRAS = ("mixsweep_version", "spec_digest")
 
 
-def load_frozen_spec(sweep_dir: str | Path) -> SweepSpec:
-    """The spec a sweep ran with, from `<sweep_dir>/spec.yaml`; SpecError with one line naming the file
-    and the fix when it is missing, unreadable or no longer valid."""
-    p = Path(sweep_dir) / "spec.yaml"
-    if not p.is_file():
-        raise SpecError(f"{sweep_dir}: no spec.yaml (the sweep's frozen spec); restore it, or pass the sweep's spec "
-                        "with `--spec FILE` where the command takes one")
-    raw = read_yaml(p, "frozen spec")
-    if not isinstance(raw, dict):
-        raise SpecError(f"frozen spec {p}: not a YAML mapping; restore it from the spec the sweep ran with")
+def load_frozen_spec(sweep_dir: str | Path, missing_ok: bool = False) -> SweepSpec | None:
+    """The spec a sweep ran with, from `<sweep_dir>/spec.yaml` (read by sweepdir.read_frozen_spec); None
+    when it is missing and `missing_ok`. SpecError with one line naming the file and the fix when it is
+    missing (without `missing_ok`), unreadable or no longer valid."""
+    from orchestrator.sweepdir import SPEC, read_frozen_spec
+
+    raw = read_frozen_spec(sweep_dir, missing_ok)
+    if raw is None:
+        return None
+    p = Path(sweep_dir) / SPEC
     try:
         return parse_spec({k: v for k, v in raw.items() if k not in FROZEN_EXTRAS})
     except SpecError as err:

@@ -142,7 +142,7 @@ KINDS = ["dotdot_id", "absolute_id", "id_with_slash", "ladder_suffix_escape", "i
          "sweep_domains_differ"]
 
 
-def _no_drive(self, data_ref, vocab, opening, extra):
+def _no_drive(self, vocab, opening, extra):
     """Controller._drive stand-in: record the opening event and stop (no Ray); what resume decided is on disk."""
     self._record_opening = (opening, extra)
     self.journal.close()
