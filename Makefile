@@ -22,7 +22,7 @@ demo: install
 # Chromium renders the Ray dashboard in tests/integration/test_dashboard.py (skipped, with the reason, without it).
 test: install
 	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: tests/integration/test_dashboard.py will skip"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
