@@ -1,7 +1,7 @@
 """Strategies built on domain experts: Mixture of Data Experts (MDE) and MixMin.
 
 Stage 1 of both trains one expert per domain: an ordinary trial at a vertex of the simplex that also
-writes its per-token log-probabilities on every validation set (workers/experts.py). For a mixture w,
+writes its per-token log-probabilities on every validation set (workers/token_logprobs.py). For a mixture w,
 the token-level ensemble sum_i w_i p_i(x_t | x_<t) approximates the model trained on w, so
 
     L_MDE_j(w) = -mean_t log( sum_i w_i p_i(x_t) )        over the tokens t of domain j's validation set
