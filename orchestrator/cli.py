@@ -254,7 +254,8 @@ def export_(dir: str = typer.Argument(..., help="Sweep directory (path or URI)."
 def _register_recommend() -> None:
     from orchestrator.recommend import recommend_command
 
-    app.command("recommend", help="Fit a strategy to a runs table (CSV/Parquet) and recommend, propose or predict; trains nothing.")(recommend_command)
+    app.command("recommend", help="Fit a strategy to a runs table (CSV/Parquet) and recommend, propose or predict; runs of several "
+                "sizes (scale.params/scale.tokens) are answered at --at-params/--at-tokens; trains nothing.")(recommend_command)
 
 
 _register_recommend()

@@ -6,7 +6,11 @@ Formats (each parses back to the same weights; tests/unit/test_export.py checks 
   file) takes them; paths from the spec's domains where each is one file, else from `--paths`;
 - `hf`: a short Python file calling `datasets.interleave_datasets(..., probabilities=[...])` with the
   domain order stated (domains of weight 0 are left out: `all_exhausted` would wait on them forever);
-- `runs`: the runs table of every completed trial (DESIGN.md section 5), CSV or Parquet by extension.
+- `runs`: the runs table of every completed trial (DESIGN.md section 5), CSV or Parquet by extension:
+  the sweep's trials, then the scale ladder's, each with its scale (`scale.params`: the non-embedding
+  parameters of the preset it trained at; `scale.tokens`: its training tokens, for the proxy trainer,
+  the only one whose token count the spec fixes) and its `preset`, so `mixsweep recommend` can fit
+  the sizes together.
 
 The recommendation is the journal's `recommended` event, or the best completed trial of a sweep that
 stopped before recommending (as `mixsweep report` does). Bad input raises `ExportError` (one line).
@@ -131,21 +135,41 @@ def interleave(datasets, seed=0, stopping_strategy={str(stopping_strategy)!r}):
 '''
 
 
-def runs_table(state: SweepState) -> Any:
+def runs_table(state: SweepState, spec: Any = None) -> Any:
     """Every completed trial that measures its mixture (not DoReMi's online proxy run) as a runs-table
-    DataFrame, with trial id, objective and wall time."""
+    DataFrame, with trial id, objective and wall time. With the frozen `spec`, also the ladder's completed
+    trials and every row's scale and preset (the module docstring); without it, the sweep's trials alone."""
     from orchestrator.mixture import Mixture
     from orchestrator.trial import TrialStatus
 
     done = [t for t in state.in_order() if t.status == TrialStatus.COMPLETED and t.losses is not None and t.measures_mixture]
+    presets = [None] * len(done)
+    if spec is not None:
+        ladder = sorted((t for t in state.ladder.values() if t.status == TrialStatus.COMPLETED and t.losses is not None),
+                        key=lambda t: t.proposed_seq)
+        done, presets = done + ladder, [spec.proxy.preset] * len(done) + [t.preset for t in ladder]
     if not done:
         raise ExportError("the sweep has no completed trial; a runs table needs at least one")
+    params, tokens = scale_columns(spec, presets) if spec is not None else (None, None)
     frame = runs_frame([Mixture.from_dict(t.mixture, state.domains or tuple(t.mixture)) for t in done],
-                       [t.losses for t in done])
+                       [t.losses for t in done], params, tokens)
     frame.insert(0, "trial", [t.id for t in done])
+    if spec is not None:
+        frame.insert(1, "preset", presets)
     frame["objective"] = [t.objective for t in done]
     frame["wall_s"] = [t.wall_s for t in done]
     return frame
+
+
+def scale_columns(spec: Any, presets: list[str]) -> tuple[list[float], list[float] | None]:
+    """`scale.params` (the preset's non-embedding parameters: the size a trial stands for, whatever its
+    trainer) and `scale.tokens` (the proxy trainer's training tokens at that preset; None for other
+    trainers, whose token count the spec does not fix) of runs trained at `presets`."""
+    from workers.presets import PRESETS
+
+    params = [float(PRESETS[p].non_embedding_params()) for p in presets]
+    tokens = [float(spec.proxy.training_tokens(p)) for p in presets] if spec.trainer.kind == "proxy" else None
+    return params, tokens
 
 
 def export(sweep_dir: str | Path, fmt: str, out: str | Path | None = None, paths: str | None = None,
@@ -169,11 +193,21 @@ def _write(d: Path, fmt: str, target: Path, paths: dict[str, str] | None) -> Pat
     seq = last_seq(events)
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "runs":
-        write_frame(runs_table(state), target)
+        write_frame(runs_table(state, _frozen_spec(d)), target)
     else:
         _replace(target, _render(fmt, recommendation(state), state.name, seq, paths))
     _record_export(d, target, fmt, paths, seq)
     return target
+
+
+def _frozen_spec(d: Path) -> Any:
+    """The sweep's frozen spec (the runs' scales come from it); ExportError, one line, when unreadable."""
+    from orchestrator.spec import SpecError, load_frozen_spec
+
+    try:
+        return load_frozen_spec(d)
+    except SpecError as err:
+        raise ExportError(f"runs: {str(err).splitlines()[0]}") from None
 
 
 def _render(fmt: str, rec: dict[str, Any], sweep: str, seq: int, paths: dict[str, str] | None) -> str:

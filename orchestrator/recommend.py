@@ -2,7 +2,7 @@
 
     mixsweep recommend --runs RUNS [--objective mean|loss.<d>|weighted:<d>=<x>,...|worst|worst:excess]
                        [--constraints max_excess=<x>,loss.<d><=<x>,...] [--strategy NAME] [--options JSON]
-                       [--propose N] [--predict CANDIDATES] --out FILE
+                       [--at-params P] [--at-tokens D] [--propose N] [--predict CANDIDATES] --out FILE
 
 - no --propose/--predict: the recommended mixture with predicted per-domain losses and std (JSON);
 - --propose N: the next N mixtures to run (JSON, or a runs table when FILE ends in .csv/.parquet);
@@ -10,6 +10,12 @@
   and `predicted_std` columns added (CSV, Parquet or JSON records, by FILE's extension).
 
 Every table's runs are told to the strategy in row order, so the answer is deterministic given --seed.
+
+A table of several scales (`scale.params`, `scale.tokens` columns with more than one value) is fitted
+by the `gp` strategy over mixture and scale (orchestrator/scale_model.py: `ScaleGP`), which recommends
+and predicts at --at-params/--at-tokens (default: the largest of each in the table), with a std that
+grows beyond the largest scale. A table of one scale is fitted as before, and the scale flags may only
+repeat its scale.
 Bad input, and a strategy that cannot answer from a table (mde, mixmin and doremi need a sweep's trials;
 token_prior needs token counts; fixed needs `--options '{"weights": {...}}'`), raise `RunsTableError`
 (one line, with the fix). The default strategy is `gp`: per-domain GPs composed by
@@ -32,6 +38,9 @@ from pydantic import ValidationError
 from orchestrator.objective import Objective
 from orchestrator.runs import (
     LOSS,
+    MAX_COUNT,
+    PARAMS,
+    TOKENS,
     RunsTable,
     RunsTableError,
     read_frame,
@@ -121,9 +130,12 @@ def _known(domain: str, loss_domains: tuple[str, ...]) -> str:
 
 
 def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 0,
-                 options: dict[str, Any] | None = None) -> Strategy:
+                 options: dict[str, Any] | None = None, at_params: float | None = None,
+                 at_tokens: float | None = None) -> Strategy:
     """A strategy told every run of the table, in row order; RunsTableError if it cannot be used.
-    `options` (the strategy's Config fields) go over OFFLINE_OPTIONS for the kind."""
+    `options` (the strategy's Config fields) go over OFFLINE_OPTIONS for the kind. A table of several
+    scales gives a `gp` over mixture and scale answering at `at_params` non-embedding parameters and
+    `at_tokens` training tokens (`target_scale`)."""
     if kind not in STRATEGIES:
         raise RunsTableError(f"--strategy {kind!r} is unknown; use one of {', '.join(sorted(STRATEGIES))}")
     needs = STRATEGIES[kind].requirements
@@ -133,10 +145,16 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
     if needs.domain_tokens:
         raise RunsTableError(f"--strategy {kind} needs the tokens per domain, which a runs table does not hold; give the "
                              "mixture yourself: --strategy fixed --options '{\"weights\": {\"<domain>\": <share>, ...}}'")
+    scale = target_scale(table, at_params, at_tokens)
+    if scale is not None:
+        refuse_at_scale(table, objective, kind)
     if objective.needs_reference:  # the table's uniform run, within its rounding (a strategy's own test is exact)
         objective = reference_objective(table, objective)
     try:
-        strategy = build_strategy(kind, {**OFFLINE_OPTIONS.get(kind, {}), **(options or {})}, table.domains, objective, seed)
+        if scale is None:
+            strategy = build_strategy(kind, {**OFFLINE_OPTIONS.get(kind, {}), **(options or {})}, table.domains, objective, seed)
+        else:
+            strategy = scale_strategy(table, objective, kind, seed, options, scale)
     except ValidationError as err:
         raise RunsTableError(f"--strategy {kind}: {_option_error(err)}; {_options_hint(kind, table.domains)}") from None
     except ValueError as err:  # a strategy's own check (fixed: weights for other domains)
@@ -146,6 +164,62 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
     for mixture, losses in zip(table.mixtures(), table.loss_dicts()):
         strategy.tell(Outcome(mixture, losses))
     return strategy
+
+
+def target_scale(table: RunsTable, at_params: float | None = None, at_tokens: float | None = None):
+    """The scale (orchestrator.scale_model.Scale) to answer at: None for a table of one scale (answered as
+    ever), else `at_params`/`at_tokens`, by default the largest of each scale column that varies in the
+    table; a column that does not vary is no input. One-line RunsTableError for a flag the table cannot
+    answer (no such column, a single value it does not repeat, a count out of range)."""
+    from orchestrator.scale_model import Scale
+
+    chosen: dict[str, float | None] = {}
+    for flag, col, values, at in (("--at-params", PARAMS, table.params, at_params), ("--at-tokens", TOKENS, table.tokens, at_tokens)):
+        if at is not None and not (np.isfinite(at) and 1 <= at <= MAX_COUNT):
+            raise RunsTableError(f"{flag} {at:g}: give a count between 1 and {MAX_COUNT:g} (e.g. 6e8)")
+        if at is not None and values is None:
+            raise RunsTableError(f"{flag}: the runs table has no {col} column; add each run's {col} or drop {flag}")
+        distinct = np.unique(values) if values is not None else np.array([])
+        if len(distinct) == 1 and at is not None and not np.isclose(at, distinct[0], rtol=1e-9):
+            raise RunsTableError(f"{flag} {at:g}: every run of the table has {col} = {distinct[0]:g}, so it says nothing of "
+                                 f"another; add runs at other values of {col} or drop {flag}")
+        chosen[col] = (at if at is not None else float(distinct.max())) if len(distinct) > 1 else None
+    if all(v is None for v in chosen.values()):
+        return None
+    if None not in chosen.values() and (at_params is None) != (at_tokens is None):
+        raise RunsTableError("the runs differ in both scale.params and scale.tokens; give --at-params and --at-tokens "
+                             "together (or neither: the largest of each in the table)")
+    return Scale(params=chosen[PARAMS], tokens=chosen[TOKENS])
+
+
+def refuse_at_scale(table: RunsTable, objective: Objective, kind: str) -> None:
+    """One-line RunsTableError for what a table of several scales cannot be asked: another strategy than
+    `gp`, or an objective measured against a reference run (which would be of one scale)."""
+    if kind != DEFAULT_STRATEGY:
+        raise RunsTableError(f"--strategy {kind}: the runs table holds {len(table.scales())} scales (scale.params/scale.tokens), "
+                             f"which only --strategy {DEFAULT_STRATEGY} models (over mixture and scale); use it, or give "
+                             "the runs of one scale")
+    if objective.constrained or objective.needs_reference:
+        raise RunsTableError("--constraints and worst:excess are measured against runs of one scale; the runs table holds "
+                             f"{len(table.scales())} scales: drop them, or give the runs of one scale")
+
+
+def scale_strategy(table: RunsTable, objective: Objective, kind: str, seed: int, options: dict[str, Any] | None, scale) -> Strategy:
+    """The `gp` strategy over mixture and scale (orchestrator/scale_model.py: ScaleGP) for a table of
+    several scales, answering at `scale`."""
+    from orchestrator.scale_model import ScaleGP
+
+    config = ScaleGP.Config(**{**OFFLINE_OPTIONS[kind], **(options or {})})
+    return ScaleGP(config, table.domains, objective, seed, table.params if scale.params is not None else None,
+                   table.tokens if scale.tokens is not None else None, scale)
+
+
+def scale_context(table: RunsTable, scale) -> dict[str, Any]:
+    """What the answer's JSON says of the scale it is at, and how far beyond the table's largest."""
+    largest = {k: float(v.max()) for k, v in (("params", table.params), ("tokens", table.tokens)) if v is not None}
+    beyond = {k: v / largest[k] for k, v in scale.to_json().items() if v > largest[k] * (1 + 1e-9)}
+    return {"scale": {"at": scale.to_json(), "largest_in_table": largest, "scales_in_table": len(table.scales()),
+                      **({"extrapolation": {k: f"{x:.3g}x the largest in the table" for k, x in beyond.items()}} if beyond else {})}}
 
 
 def _option_error(err: ValidationError) -> str:
@@ -213,6 +287,10 @@ def recommend_command(
     propose: Optional[int] = typer.Option(None, "--propose", min=1, help="Write the next N mixtures to run."),
     predict: Optional[Path] = typer.Option(None, "--predict", help="Table of candidate mixtures (weight.* columns) to score."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the strategy (candidate sampling)."),
+    at_params: Optional[float] = typer.Option(None, "--at-params", help="A table of several scales: answer at this many "
+                                              "non-embedding parameters (default: the largest scale.params in the table)."),
+    at_tokens: Optional[float] = typer.Option(None, "--at-tokens", help="A table of several scales: answer at this many "
+                                              "training tokens (default: the largest scale.tokens in the table)."),
 ) -> None:
     """Fit a strategy to past runs: recommend a mixture, propose the next runs, or score candidates."""
     if propose is not None and predict is not None:
@@ -224,10 +302,16 @@ def recommend_command(
         typer.echo(f"warning: {w.message}", err=True)
     constraints = constraints if isinstance(constraints, str) else ""  # called as a function: typer's default object
     options = options if isinstance(options, str) else ""
+    at_params, at_tokens = (v if isinstance(v, (int, float)) else None for v in (at_params, at_tokens))
+    scale = target_scale(table, at_params, at_tokens)
+    if scale is not None and propose is not None:
+        raise RunsTableError(f"--propose: the runs table holds {len(table.scales())} scales, and choosing the next runs would "
+                             "need a scale for each; propose from the runs of one scale, or recommend/--predict at a scale")
     fitted = fit_strategy(table, parse_objective(objective, table.loss_domains, constraints), strategy, seed,
-                          parse_options(options))
+                          parse_options(options), at_params, at_tokens)
     context = {"runs": str(runs), "runs_used": len(table), "strategy": strategy, "objective_spec": objective,
-               **({"constraints": constraints} if constraints else {}), **({"options": parse_options(options)} if options else {})}
+               **({"constraints": constraints} if constraints else {}), **({"options": parse_options(options)} if options else {}),
+               **(scale_context(table, scale) if scale is not None else {})}
     try:
         _answer(fitted, out, context, propose, predict)
     except RunsTableError:
@@ -268,4 +352,5 @@ def _write_json(out: Path, payload: dict[str, Any]) -> None:
     tmp.replace(out)
 
 
-__all__ = ["DEFAULT_STRATEGY", "fit_strategy", "parse_objective", "parse_options", "predict_candidates", "recommend_command"]
+__all__ = ["DEFAULT_STRATEGY", "fit_strategy", "parse_objective", "parse_options", "predict_candidates", "recommend_command",
+           "target_scale"]

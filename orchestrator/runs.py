@@ -1,8 +1,10 @@
 """The runs table: one row per finished run, the exchange format of `recommend`, seeding and export.
 
 Columns (DESIGN.md section 5): `weight.<domain>` for the mixture (each row sums to 1) and
-`loss.<domain>` for the validation loss on each evaluated domain, in nats/token. Other columns are
-kept and ignored. CSV (`.csv`, `.csv.gz`) or Parquet (`.parquet`, `.pq`).
+`loss.<domain>` for the validation loss on each evaluated domain, in nats/token. Optional: the run's
+scale, `scale.params` (non-embedding parameters) and `scale.tokens` (training tokens), on every row or
+on none, so that one table can hold runs of several model sizes (`mixsweep recommend --at-params`).
+Other columns are kept and ignored. CSV (`.csv`, `.csv.gz`) or Parquet (`.parquet`, `.pq`).
 
 Every problem a user can make is a `RunsTableError` whose message is one line naming the problem and
 the fix. Rows with a NaN or infinite loss (diverged runs) are dropped with a `RunsTableWarning` that
@@ -22,7 +24,10 @@ import pandas as pd
 
 from orchestrator.mixture import Mixture
 
-WEIGHT, LOSS = "weight.", "loss."
+WEIGHT, LOSS, SCALE = "weight.", "loss.", "scale."
+PARAMS, TOKENS = "scale.params", "scale.tokens"  # the scale columns: counts, finite and in [1, MAX_COUNT]
+# Above this a parameter or token count is a typo or a placeholder (10^18: a million times today's largest runs).
+MAX_COUNT = 1e18
 # A row's weights may miss 1 by this much and are then renormalised. Published tables round weights
 # to 3 decimals: 17 domains x 0.0005 is 0.0085, inside 0.01; anything further off is a real mistake.
 SUM_TOLERANCE = 0.01
@@ -45,9 +50,31 @@ class RunsTable:
     weights: np.ndarray  # (n, k), rows sum to 1
     losses: np.ndarray  # (n, m), finite
     extra: pd.DataFrame  # the other columns, same row order
+    params: np.ndarray | None = None  # (n,) non-embedding parameters per run (`scale.params`); None: not given
+    tokens: np.ndarray | None = None  # (n,) training tokens per run (`scale.tokens`); None: not given
 
     def __len__(self) -> int:
         return len(self.weights)
+
+    def subset(self, rows: np.ndarray | Sequence[int]) -> "RunsTable":
+        """The runs at `rows` (indices), scale columns included."""
+        rows = np.asarray(rows, dtype=int)
+        pick = (lambda a: None if a is None else a[rows])
+        return RunsTable(self.domains, self.loss_domains, self.weights[rows], self.losses[rows],
+                         self.extra.iloc[rows].reset_index(drop=True), pick(self.params), pick(self.tokens))
+
+    def scales(self) -> np.ndarray:
+        """The distinct scales of the table's runs, (s, c) over the c scale columns it has (params, then
+        tokens); a table without them has one scale, (1, 0)."""
+        cols = [a for a in (self.params, self.tokens) if a is not None]
+        if not cols:
+            return np.empty((min(len(self), 1), 0))
+        return np.unique(np.column_stack(cols), axis=0)
+
+    @property
+    def multi_scale(self) -> bool:
+        """Whether the runs are of more than one scale (model size or training tokens)."""
+        return len(self.scales()) > 1
 
     def mixtures(self) -> list[Mixture]:
         return [Mixture.from_array(self.domains, w) for w in self.weights]
@@ -151,8 +178,37 @@ def validate_runs(frame: pd.DataFrame, source: str = "runs table", tolerance: fl
                       f"(> {MAX_PLAUSIBLE_LOSS:g} nats/token) losses", RunsTableWarning, stacklevel=2)
     if not finite.any():
         raise RunsTableError(f"{source}: no run has finite, plausible losses in every loss column; fix or remove the bad runs")
-    extra = frame.drop(columns=[WEIGHT + d for d in domains] + loss_cols)[finite].reset_index(drop=True)
-    return RunsTable(domains, tuple(c[len(LOSS):] for c in loss_cols), weights[finite], losses[finite], extra)
+    scale = scale_from_frame(frame, source)
+    extra = frame.drop(columns=[WEIGHT + d for d in domains] + loss_cols + [c for c in (PARAMS, TOKENS) if c in frame])
+    return RunsTable(domains, tuple(c[len(LOSS):] for c in loss_cols), weights[finite], losses[finite],
+                     extra[finite].reset_index(drop=True),
+                     *(None if scale[c] is None else scale[c][finite] for c in (PARAMS, TOKENS)))
+
+
+def scale_from_frame(frame: pd.DataFrame, source: str) -> dict[str, np.ndarray | None]:
+    """`scale.params` and `scale.tokens` as (n,) arrays (None where the column is absent or empty):
+    counts, finite and in [1, MAX_COUNT], on every row of the table or on none. Any other `scale.`
+    column is refused (a misspelt scale would otherwise be kept and ignored)."""
+    unknown = [c for c in frame.columns if isinstance(c, str) and c.startswith(SCALE) and c not in (PARAMS, TOKENS)]
+    if unknown:
+        raise RunsTableError(f"{source}: column {unknown[0]!r} is no scale column; use {PARAMS} (non-embedding "
+                             f"parameters) or {TOKENS} (training tokens), or rename it")
+    out: dict[str, np.ndarray | None] = {}
+    for col in (PARAMS, TOKENS):
+        values = _numeric(frame, [col], source)[:, 0] if col in frame else None
+        if values is None or np.isnan(values).all():  # absent, or a header over empty cells
+            out[col] = None
+            continue
+        blank = np.flatnonzero(np.isnan(values))
+        if len(blank):
+            raise RunsTableError(f"{source}: row {blank[0] + 1} has no {col} ({len(blank)} rows empty); give it on "
+                                 "every row or drop the column")
+        bad = np.flatnonzero(~np.isfinite(values) | (values < 1) | (values > MAX_COUNT))
+        if len(bad):
+            raise RunsTableError(f"{source}: row {bad[0] + 1} has {col} = {values[bad[0]]}; a count must be finite and "
+                                 f"between 1 and {MAX_COUNT:g}; write the plain count (6e7 for 60M)")
+        out[col] = values
+    return out
 
 
 def read_runs(path: str | Path, tolerance: float = SUM_TOLERANCE) -> RunsTable:
@@ -170,13 +226,19 @@ def require_runs(table: RunsTable, needed: int, who: str) -> None:
                              "add runs at other mixtures or choose a strategy that needs fewer (e.g. --strategy mixing_law)")
 
 
-def runs_frame(mixtures: Sequence[Mixture], losses: Iterable[dict[str, float]] | None = None) -> pd.DataFrame:
-    """Mixtures (and optionally their per-domain losses, nats/token) as a runs-table DataFrame."""
+def runs_frame(mixtures: Sequence[Mixture], losses: Iterable[dict[str, float]] | None = None,
+               params: Sequence[float] | None = None, tokens: Sequence[float] | None = None) -> pd.DataFrame:
+    """Mixtures (and optionally their per-domain losses, nats/token, and each run's non-embedding
+    parameters and training tokens: the scale columns) as a runs-table DataFrame."""
     rows = []
     loss_rows = list(losses) if losses is not None else [{}] * len(mixtures)
     for m, lo in zip(mixtures, loss_rows, strict=True):
         rows.append({**{WEIGHT + d: w for d, w in m.as_dict().items()}, **{LOSS + d: v for d, v in lo.items()}})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for col, values in ((PARAMS, params), (TOKENS, tokens)):
+        if values is not None:
+            frame[col] = np.asarray(values, dtype=float) if len(mixtures) else []
+    return frame
 
 
 def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:

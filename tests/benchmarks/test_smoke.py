@@ -85,6 +85,31 @@ def check_report_cost(out: str) -> None:
     assert sobol > 0 and gp > 0 and ratio > 0
 
 
+def check_scale_transfer(out: str) -> None:
+    arms = {r[0][:4].strip(): r for r in (table_rows_starting(out, "(a)") + table_rows_starting(out, "(b)")
+                                          + table_rows_starting(out, "(c0)") + table_rows_starting(out, "(c)"))}
+    assert set(arms) == {"(a)", "(b)", "(c0)", "(c)"}, out
+    for row in arms.values():
+        cells = [numbers(c) for c in row[1:]]
+        assert len(cells) == 2 and all(len(c) == 2 and -1 <= c[0] <= 1 and 0 <= c[1] <= 1 for c in cells), row
+    # The smoke's large size has its own optimum: fitted with the large runs, (c) ranks them well.
+    assert all(numbers(c)[0] >= 0.7 for c in arms["(c)"][1:]), arms["(c)"]
+    for arm in ("c0", "c"):
+        assert re.search(rf"ratio \({arm}\) / better of \(a\), \(b\): loss.pile_cc [\d.]+x \(rank error [\d.]+x; vs \([ab]\) per draw "
+                         r"[-+][\d.]+ ± [\d.]+, ahead in \d+/\d+\), "
+                         r"(beats both|does NOT beat both); mean [\d.]+x", out), out
+        cal = re.search(rf"calibration \({arm}\) at .*: loss.pile_cc ([\d.]+), mean ([\d.]+)", out)
+        assert cal and all(0 <= float(x) <= 1 for x in cal.groups()), out
+    widen = re.search(r"extrapolation \(c\): mean predicted std at .*: loss.pile_cc ([\d.]+)x, mean ([\d.]+)x", out)
+    assert widen and all(float(x) > 1 for x in widen.groups()), out  # wider beyond the largest scale
+
+
+def table_rows_starting(out: str, prefix: str) -> list[list[str]]:
+    """Cells of the markdown rows whose first cell starts with `prefix` followed by a space."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.splitlines() if line.startswith("|")]
+    return [r for r in rows if r[0].startswith(prefix + " ")]
+
+
 def check_strategies_fidelity(out: str) -> None:
     base = table_rows(out, "loss.pile_cc")
     spearman = {r[1]: numbers(r[2])[0] for r in base}
@@ -138,8 +163,8 @@ CHECKS = {name.removeprefix("check_"): fn for name, fn in globals().items() if n
 SLOW = {"orchestration", "replay_bench"}  # each starts Ray and runs real sweeps: over 20 s here
 # Run order; the next script starts while one runs (two at a time), so the two that start Ray are kept apart.
 ORDER = ["orchestration", "data_memory", "doremi_overhead", "objective_constrained", "report_cost", "replay_bench",
-         "strategies_fidelity", "strategies_latency", "strategies_problems", "strategies_real", "strategies_regret",
-         "trainer"]
+         "scale_transfer", "strategies_fidelity", "strategies_latency", "strategies_problems", "strategies_real",
+         "strategies_regret", "trainer"]
 TIMEOUT_S = 300.0
 
 

@@ -68,6 +68,14 @@ BAD_RUNS = [  # (id, file name, content, substrings)
     ("empty-name", "r.csv", "weight.,weight.code,loss.web\n0.5,0.5,1\n", ["names no usable domain"]),
     ("unknown-extension", "r.tsv", H + OK_ROW, ["unknown format '.tsv'"]),
     ("missing-file", None, None, ["not found"]),
+    # Scale columns (runs of several sizes): counts on every row or none; a misspelt scale is no silent extra.
+    ("scale-on-some-rows", "r.csv", H[:-1] + ",scale.params\n" + OK_ROW[:-1] + ",6e7\n" + OK_ROW[:-1] + ",\n",
+     ["row 2 has no scale.params", "every row or drop the column"]),
+    ("scale-1e308-tokens", "r.csv", H[:-1] + ",scale.tokens\n" + OK_ROW[:-1] + ",1e308\n", ["row 1 has scale.tokens = 1e+308", "between 1 and"]),
+    ("scale-text", "r.csv", H[:-1] + ",scale.params\n" + OK_ROW[:-1] + ",60M\n", ["column scale.params", "'60M'", "numbers only"]),
+    ("scale-negative-parquet", "r.parquet", _parquet({"weight.a": pa.array([0.5]), "weight.b": pa.array([0.5]), "loss.a": pa.array([1.0]),
+                                                     "scale.params": pa.array([-6e7])}), ["row 1 has scale.params = -60000000.0"]),
+    ("scale-unknown-column", "r.csv", H[:-1] + ",scale.flops\n" + OK_ROW[:-1] + ",1e20\n", ["'scale.flops' is no scale column"]),
 ]
 
 
