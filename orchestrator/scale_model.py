@@ -136,7 +136,8 @@ class ScaleAwareGP:
         """Least-squares line of each domain's loss in the scale columns (zero for mean="constant")."""
         A = self._design(S)
         if self.mean == "constant":
-            self.beta, self.gram_inv, self.residual_var = np.zeros((A.shape[1], Y.shape[1])), np.zeros((A.shape[1],) * 2), np.zeros(Y.shape[1])
+            c = A.shape[1]
+            self.beta, self.gram_inv, self.residual_var = np.zeros((c, Y.shape[1])), np.zeros((c, c)), np.zeros(Y.shape[1])
             return
         self.beta, *_ = np.linalg.lstsq(A, Y, rcond=None)
         dof = max(len(A) - np.linalg.matrix_rank(A), 1)
