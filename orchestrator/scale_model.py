@@ -116,6 +116,8 @@ class ScaleAwareGP:
         return 4
 
     def fit(self, W: np.ndarray, params: np.ndarray | None, Y: np.ndarray, tokens: np.ndarray | None = None) -> "ScaleAwareGP":
+        """Fit to mixtures W (n, k), each run's non-embedding parameters and/or training tokens ((n,) each;
+        None: not an input) and its losses Y (n, m), nats/token. ValueError below `min_runs` runs."""
         W, Y = check_xy(W, Y)
         self.inputs = (params is not None, tokens is not None)
         S = self._coordinates(params, tokens, len(W))
@@ -159,9 +161,10 @@ class ScaleAwareGP:
         S = self._coordinates(None if params is None else np.full(len(W), params),
                               None if tokens is None else np.full(len(W), tokens), len(W))
         mean, std = posterior_mean_std(self.model, np.column_stack([W, S]))
-        a = self._design(S[:1])[0]
-        trend_var = float(a @ self.gram_inv @ a) * self.residual_var  # (m,): the trend's standard error, squared
-        return mean + a @ self.beta, np.sqrt(std**2 + trend_var)
+        A = self._design(S)
+        # The trend's standard error, squared, (n, m): a' (A'A)^+ a times each domain's residual variance.
+        trend_var = np.einsum("ij,jk,ik->i", A, self.gram_inv, A)[:, None] * self.residual_var
+        return mean + A @ self.beta, np.sqrt(std**2 + trend_var)
 
     @staticmethod
     def _coordinates(params: np.ndarray | None, tokens: np.ndarray | None, n: int) -> np.ndarray:
