@@ -156,13 +156,14 @@ class Controller:
             raise SweepDirExists(f"sweep directory {where} holds {len(results)} finished trial result(s) but no {JOURNAL}; "
                                  f"restore {JOURNAL} from a backup, or pass another --dir")
         vocab = self._prepare_data()  # data errors end here, before anything is written
+        seeds = self._seed_runs()
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
         (self.dir / "trials").mkdir(parents=True, exist_ok=True)
         frozen = {"mixsweep_version": __version__, "spec_digest": self.spec.digest(), **self.spec.model_dump(mode="json")}
         (self.dir / SPEC).write_text(yaml.safe_dump(frozen, sort_keys=False))
         self.journal = Journal(self.dir / JOURNAL)
-        self._seed_strategy()
+        self._seed_strategy(seeds)
         return self._drive(vocab, "sweep_started", {})
 
     def resume(self) -> Recommendation | None:
@@ -177,6 +178,7 @@ class Controller:
         frozen = read_frozen_spec(self.dir)  # strictly, as every spec: duplicate keys are errors
         changes = check_resumable(frozen, self.spec.model_dump(mode="json"))
         vocab = self._prepare_data()
+        seeds = self._seed_runs()
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
         try:
@@ -188,7 +190,7 @@ class Controller:
                 self.journal.close()
             self.lock.release()
             raise
-        self._seed_strategy()  # in the same order as the first run: seed runs, then the journal's outcomes
+        self._seed_strategy(seeds)  # in the same order as the first run: seed runs, then the journal's outcomes
         retell(self.strategy, events, self.state)  # adopted results too, in journal order
         rec = self._drive(vocab, "sweep_resumed", {"changes": {k: list(v) for k, v in changes.items()}})
         refresh_exports(self.dir, log=self.log)  # exports made before the resume would describe an older sweep
@@ -297,19 +299,29 @@ class Controller:
             self.strategy.tell_failed(mixture, ended.reason or "failed", retryable=self.state.trial(ended.trial).retryable)
         self._save_strategy()
 
-    def _seed_strategy(self) -> None:
-        """Tell the strategy the spec's seed runs (earlier runs of the same domains); not budget."""
+    def _seed_runs(self):
+        """The spec's seed runs (earlier runs of the same domains, at the sweep's own scale), read and checked
+        before anything is written; None without them."""
         path = self.spec.strategy.seed_runs
         if path is None:
-            return
+            return None
         from orchestrator.runs import RunsTableError, read_runs
 
         table = read_runs(Path(path).expanduser())
         if set(table.domains) != set(self.domains):
             raise RunsTableError(f"strategy.seed_runs {path}: its weight columns {list(table.domains)} must be the sweep's domains {list(self.domains)}")
+        if table.multi_scale:  # a loss at another model size is another function (an export with ladder rows)
+            raise RunsTableError(f"strategy.seed_runs {path}: its rows are of several sizes (scale.params/scale.tokens); "
+                                 "keep only the rows at the sweep's own size")
+        return table
+
+    def _seed_strategy(self, table) -> None:
+        """Tell the strategy the seed runs; they spend no budget."""
+        if table is None:
+            return
         for mixture, losses in zip(table.mixtures(), table.loss_dicts()):
             self.strategy.tell(Outcome(Mixture.from_dict(mixture.as_dict(), self.domains), losses))
-        self.log(f"strategy seeded with {len(table)} runs from {path}")
+        self.log(f"strategy seeded with {len(table)} runs from {self.spec.strategy.seed_runs}")
 
     def _record(self, event: str, **fields: Any) -> dict:
         # Progress and placement are not fsync'd (measured: 3.3 -> 0.57 ms per progress message);

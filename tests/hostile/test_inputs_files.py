@@ -155,3 +155,20 @@ def test_odd_but_valid_data_files_read_their_documents(tmp_path: Path, name, con
     path = tmp_path / name
     path.write_bytes(content)
     assert list(read_documents("web", path, "auto", "text")) == docs
+
+
+def test_seed_runs_of_several_sizes_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # An `export --format runs` with ladder rows holds runs of several model sizes: told to the strategy as
+    # runs of the sweep's size, they would be another function. Refused in one line, nothing written.
+    from orchestrator.controller import Controller
+    from orchestrator.spec import parse_spec
+
+    table = tmp_path / "seed.csv"
+    table.write_text("weight.a,weight.b,loss.a,loss.b,scale.params\n0.5,0.5,2.0,2.1,1000000\n0.3,0.7,1.8,1.9,60000000\n")
+    spec = parse_spec({"name": "seeded", "domains": {"a": {}, "b": {}},
+                       "trainer": {"kind": "synthetic", "duration_s": 0.0, "progress_events": 1},
+                       "strategy": {"kind": "sobol", "seed_runs": str(table)}, "budget": {"trials": 2, "concurrency": 1}})
+    with pytest.raises(RunsTableError, match="several sizes") as err:
+        Controller(spec, tmp_path / "sweep", log=lambda m: None).run()
+    assert "\n" not in str(err.value) and "strategy.seed_runs" in str(err.value)
+    assert not (tmp_path / "sweep" / "journal.jsonl").exists()
