@@ -30,7 +30,6 @@ import typer
 
 from orchestrator.journal import load, read_events
 from orchestrator.objective import Objective
-from orchestrator.optimize import Bounds, minimize_on_simplex
 from orchestrator.replay_table import replay_model
 from orchestrator.runs import LOSS, RunsTableError
 from orchestrator.spec import ObjectiveSpec, SweepSpec, parse_spec
@@ -109,6 +108,8 @@ def problem(runs: Path, objective_text: str, cache_dir: str, log: Callable[[str]
     fun = lambda W: objective.values(model.truth(W), model.loss_domains)  # noqa: E731
     # Start the search from the table's best runs too: the optimum is at least as good as any of them.
     order = np.argsort(fun(table.weights))[:4]
+    from orchestrator.optimize import Bounds, minimize_on_simplex  # scipy: not for every CLI start
+
     w, best = minimize_on_simplex(fun, Bounds.of(domains), np.random.default_rng(0), centres=table.weights[order])
     return Problem(model, objective, ospec, w, best)
 

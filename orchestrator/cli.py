@@ -97,6 +97,13 @@ def resume(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
     """Continue a stopped sweep (crash, SIGKILL, lost head): finished trials are kept, never re-trained."""
     local = _local(dir)
     s = load_spec(spec) if spec else load_frozen_spec(local)
+    if spec:  # a change resume refuses is said before Ray starts (Controller.resume checks it again)
+        from orchestrator.resume import check_resumable
+        from orchestrator.sweepdir import read_frozen_spec
+
+        frozen = read_frozen_spec(local, missing_ok=True)
+        if frozen is not None:
+            check_resumable(frozen, s.model_dump(mode="json"))
     _drive(s, dir, address, quiet, resume=True)
 
 

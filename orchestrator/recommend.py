@@ -28,7 +28,7 @@ import json
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -50,9 +50,11 @@ from orchestrator.runs import (
     weights_from_frame,
     write_frame,
 )
-from orchestrator.strategies import STRATEGIES, Strategy, build_strategy
-from orchestrator.strategies.base import Predictive
+from orchestrator.strategies.configs import CONFIGS
 from orchestrator.strategies.contract import Outcome
+
+if TYPE_CHECKING:  # the strategies import torch and BoTorch: loaded when a command fits one, not for `--help`
+    from orchestrator.strategies import Strategy
 
 DEFAULT_STRATEGY = "gp"
 # Offline nothing waits on the answer, so the GP's hyperparameters are fitted for longer than in a
@@ -136,6 +138,9 @@ def fit_strategy(table: RunsTable, objective: Objective, kind: str, seed: int = 
     `options` (the strategy's Config fields) go over OFFLINE_OPTIONS for the kind. A table of several
     scales gives a `gp` over mixture and scale answering at `at_params` non-embedding parameters and
     `at_tokens` training tokens (`target_scale`)."""
+    from orchestrator.strategies import STRATEGIES, build_strategy
+    from orchestrator.strategies.base import Predictive
+
     if kind not in STRATEGIES:
         raise RunsTableError(f"--strategy {kind!r} is unknown; use one of {', '.join(sorted(STRATEGIES))}")
     needs = STRATEGIES[kind].requirements
@@ -259,6 +264,9 @@ def reference_objective(table: RunsTable, objective: Objective) -> Objective:
 
 def predict_candidates(strategy: Strategy, candidates: pd.DataFrame, source: str) -> pd.DataFrame:
     """CANDIDATES' rows in their order with `predicted` and `predicted_std` (objective, nats/token)."""
+    from orchestrator.strategies import STRATEGIES
+    from orchestrator.strategies.base import Predictive
+
     if not isinstance(strategy, Predictive):
         models = ", ".join(sorted(k for k, c in STRATEGIES.items() if issubclass(c, Predictive)))
         raise RunsTableError(f"--predict needs a strategy with a surrogate; strategy {strategy.kind} has none; use one of {models}")
@@ -281,7 +289,7 @@ def recommend_command(
     out: Path = typer.Option(..., "--out", help="Output file: .json, or .csv/.parquet for --propose/--predict tables."),
     objective: str = typer.Option("mean", "--objective", help="mean | loss.<domain> | weighted:<domain>=<x>,... | worst | worst:excess"),
     constraints: str = typer.Option("", "--constraints", help="max_excess=<x> (over the uniform run), loss.<domain><=<x>; comma-separated."),
-    strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Strategy to fit: " + ", ".join(sorted(STRATEGIES))),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Strategy to fit: " + ", ".join(sorted(CONFIGS))),
     options: str = typer.Option("", "--options", help="Strategy options as JSON (the spec's strategy.options), e.g. "
                                 "'{\"weights\": {\"web\": 0.7, \"code\": 0.3}}' for --strategy fixed."),
     propose: Optional[int] = typer.Option(None, "--propose", min=1, help="Write the next N mixtures to run."),

@@ -158,19 +158,20 @@ class TrialRunner:
 
     # ----------------------------------------------------------------------------- what callers see
 
-    def submit(self, job: Job, not_before: float = 0.0) -> Ended | None:
+    def submit(self, job: Job) -> Ended | None:
         """Queue a trial. A trial already final in the journal is not run again: its Ended is returned."""
         t = self.state.trial(job.trial)
         if t.status.is_final:
             return Ended(job.trial, job.mixture, reason=t.reason) if t.status == TrialStatus.FAILED else \
                 Ended(job.trial, job.mixture, result=TrialResult(t.losses or {}, t.loss_stderr or {}))
-        self.queue.append((not_before, job))
+        self.queue.append((0.0, job))
         return None
 
     def recover(self, job: Job, reason: str) -> Ended | None:
         """Submit a trial a stopped controller left running: re-queued as a died attempt (or failed when
-        it used all its attempts)."""
-        return self._requeue_or_fail(job, reason)
+        it used all its attempts), with no back-off: its process went with the controller, not with a
+        node that Ray has yet to mark dead."""
+        return self._requeue_or_fail(job, reason, backoff=False)
 
     def free_slots(self) -> int:
         """Slots neither running nor promised to a queued trial."""
@@ -300,12 +301,13 @@ class TrialRunner:
                     ended.append(out)
         return ended
 
-    def _requeue_or_fail(self, job: Job, reason: str) -> Ended | None:
+    def _requeue_or_fail(self, job: Job, reason: str, backoff: bool = True) -> Ended | None:
         """An attempt died or hung: queue the trial again (any node) unless it used all its attempts."""
         attempts = self.state.trial(job.trial).attempts
         if attempts < self.max_attempts:
             self.record("trial_requeued", trial=job.trial, attempt=attempts, reason=reason)
-            self.queue.append((time.time() + min(self.BACKOFF_MAX_S, self.BACKOFF_S * attempts), job))
+            wait = min(self.BACKOFF_MAX_S, self.BACKOFF_S * attempts) if backoff else 0.0
+            self.queue.append((time.time() + wait, job))
             return None
         return self._failed(job, f"{reason} (attempt {attempts} of {self.max_attempts})", retryable=True)
 

@@ -165,7 +165,7 @@ def test_a_target_objective_starts_its_design_towards_its_own_domain():
     assert np.allclose(mean.initial_design_points(4)[1:], sobol_simplex(3, 5, seed=0), atol=1e-9)
 
 
-def test_validating_a_spec_imports_no_torch_botorch_or_ax():
+def test_the_cli_and_validating_a_spec_import_no_torch_botorch_or_ax():
     """Strategy options are checked by pydantic models alone (orchestrator/strategies/configs.py), so
     `mixsweep validate` and every spec load stay light; the strategies load only when a sweep runs."""
     import subprocess
@@ -174,6 +174,7 @@ def test_validating_a_spec_imports_no_torch_botorch_or_ax():
 
     root = Path(__file__).resolve().parents[2]
     code = ("import sys\n"
+            "import orchestrator.cli\n"  # every command starts by importing the CLI: `status` and `validate` stay light
             "from orchestrator.spec import load_spec, parse_spec\n"
             f"load_spec({str(root / 'examples' / 'quickstart.yaml')!r})\n"
             "for kind, options in [('gp', {'min_weight': 0.1}), ('bayesopt', {}), ('regmix', {'prior': 'uniform'}), ('mde', {}),\n"
