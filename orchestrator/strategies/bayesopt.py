@@ -9,6 +9,13 @@ a uniform cube to a uniform simplex: Ax's Sobol initialisation is then uniform o
 acquisition is optimised under box bounds only (see docs/decisions.md for the measured speed-up over
 a linear sum constraint). Trials that are running are known to Ax as RUNNING trials, which it treats
 as pending points when it proposes the next batch.
+
+The model (`method`, default `mixsweep`): mixsweep's `gp` run inside Ax's generation strategy
+(orchestrator/strategies/ax_model.py: per-domain GP on sqrt(w), noise inferred, `gp`'s screened
+candidates for Ax's qLogNEI), opened with `gp`'s design (the reference mixture, then for a target
+objective two mixtures towards its domains, attached as Ax trials before Ax's Sobol points); or
+Ax's own choice of model on the cube (`fast`, `quality`). Either way the recommendation is the
+in-sample best-point rule over the model's optimum and the observed runs, by Ax's predictions.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.mixture import Mixture, cube_to_simplex, simplex_to_cube, within_caps
+from orchestrator.optimize import candidates
 from orchestrator.strategies.base import Predictive, Recommendation
 from orchestrator.strategies.configs import BayesOptConfig
 from orchestrator.strategies.contract import Outcome, Proposal, Requirements
@@ -60,19 +68,29 @@ class BayesOpt(Predictive):
             client.configure_tracking_metrics(others)
         # The generation strategy is built here (what `configure_generation_strategy` does) so that this
         # strategy holds it: `_fit_model` fits it outside Ax's generation flow.
+        self._generation = self._new_generation_strategy()
+        client.set_generation_strategy(self._generation)
+        return client
+
+    def _new_generation_strategy(self):
+        """Ax's Sobol initialisation, then its modular BoTorch generator: with mixsweep's per-domain
+        GP on sqrt(w) (`method: mixsweep`, orchestrator/strategies/ax_model.py), or Ax's own choice of
+        model (`fast`, `quality`). Results attached from a runs table or a resumed journal count as
+        the initial design."""
+        if self.config.method == "mixsweep":
+            from orchestrator.strategies.ax_model import generation_strategy
+
+            return generation_strategy(self.seed, self.min_runs())
         from ax.api.utils.generation_strategy_dispatch import choose_generation_strategy
         from ax.api.utils.structs import GenerationStrategyDispatchStruct
 
-        self._generation = choose_generation_strategy(struct=GenerationStrategyDispatchStruct(
+        return choose_generation_strategy(struct=GenerationStrategyDispatchStruct(
             method=self.config.method,
-            initialization_budget=self.config.initial_trials or k + 1,
+            initialization_budget=self.min_runs(),
             initialization_random_seed=self.seed,
             initialize_with_center=True,  # the centre of the cube is the uniform-ish mixture: a useful first run
-            # Results attached from a runs table or a resumed journal count as the initial design.
             use_existing_trials_for_initialization=True,
         ))
-        client.set_generation_strategy(self._generation)
-        return client
 
     def _configure_optimization(self, client) -> None:
         """The objective (Ax maximises; we minimise loss) and the constraints as Ax outcome constraints
@@ -120,12 +138,14 @@ class BayesOpt(Predictive):
             self._ensure_known(m)
         if n < 1:
             return []
-        out = []
+        out = self._opening(n)
+        if len(out) == n:
+            return out
         if self.objective.needs_reference and not self._reference_asked(pending):
             # `excess` and `max_excess` are measured against a run at the reference mixture: run it first.
             out.append(Mixture.from_array(self.domains, self.objective.reference_point(self.domains)))
-            self._ensure_known(out[0])
-            if n == 1:
+            self._ensure_known(out[-1])
+            if len(out) == n:
                 return out
         with single_threaded():  # why: surrogates.base.single_threaded (measured here: 1.3-2.0 s vs 6.2-7.3 s, load 1-2)
             trials = self._client.get_next_trials(max_trials=n - len(out))
@@ -138,6 +158,23 @@ class BayesOpt(Predictive):
                 m, idx = capped, self._client.attach_trial(parameters=self._params(capped))
             self._index[m.key()] = idx
             out.append(m)
+        return out
+
+    def _opening(self, n: int) -> list[Mixture]:
+        """With mixsweep's model, the first trials are `gp`'s opening, attached to Ax before its Sobol
+        points: the reference mixture, then for a target or weighted objective two mixtures towards its
+        own domains (ModelStrategy.objective_points says why). Up to n not asked yet; none once enough
+        results are in (from a runs table or a resumed sweep)."""
+        if self.config.method != "mixsweep" or len(self.observations) >= self.min_runs():
+            return []
+        from orchestrator.strategies.model_based import ModelStrategy
+
+        reference = self.objective.reference_point(self.domains)
+        # objective_points reads only the objective and the domains, which this strategy has too.
+        points = np.vstack([reference[None, :], ModelStrategy.objective_points(self, reference)])
+        out = [Mixture.from_array(self.domains, w) for w in points[self.asked:self.asked + n]]
+        for m in out:
+            self._ensure_known(m)
         return out
 
     def tell(self, outcome: Outcome) -> None:
@@ -178,8 +215,10 @@ class BayesOpt(Predictive):
             self._complete_held()
 
     def min_runs(self) -> int:
-        """Ax models once its initialisation budget is complete (attached runs count)."""
-        return self.config.initial_trials or len(self.domains) + 1
+        """Ax models once its initialisation budget is complete (attached runs count): by default
+        k + 1 trials with Ax's own models, min(k + 1, 10) with mixsweep's (as `gp`)."""
+        k = len(self.domains)
+        return self.config.initial_trials or (min(k + 1, 10) if self.config.method == "mixsweep" else k + 1)
 
     def _fit_model(self) -> None:
         """Fit Ax's GP to every completed trial, so that `predict` uses all results.
@@ -208,17 +247,22 @@ class BayesOpt(Predictive):
         (`Client.predict`), with the m domains Ax models. ValueError when it cannot fit yet."""
         self._fit_model()
         points = [self._params(Mixture.from_array(self.domains, w)) for w in np.atleast_2d(W)]
+        predictions = []
         with single_threaded():
-            predictions = self._client.predict(points=points)
+            # Chunks of 256: Ax forms the joint covariance of all the points it is given.
+            for i in range(0, len(points), PREDICT_CHUNK):
+                predictions += self._client.predict(points=points[i:i + PREDICT_CHUNK])
         loss_domains = tuple(d for d in self.domains if _metric(d) in predictions[0])
         mean = np.array([[p[_metric(d)][0] for d in loss_domains] for p in predictions])
         std = np.array([[p[_metric(d)][1] for d in loss_domains] for p in predictions])
         return mean, np.nan_to_num(std), loss_domains
 
     def recommend(self) -> Recommendation:
-        """Of the observed runs, the one Ax's GP predicts best (base.best_predicted with Ax's best point
-        among them; Ax's own best point is an in-sample arm too). Fewer than min_runs results: the best
-        observed run, said in notes."""
+        """The in-sample best-point rule (base.best_predicted) over the model's optimum and the observed
+        runs, by Ax's predictions: the optimum is the minimiser of the predicted objective + 1 std
+        (`model_based.RECOMMEND_RISK`, so it stays where runs are), as `gp` recommends. Ax's own best
+        point (an observed arm) is named in the notes. Fewer than min_runs results: the best observed
+        run, said in notes."""
         base = super().recommend()
         try:
             self._fit_model()
@@ -233,8 +277,30 @@ class BayesOpt(Predictive):
         if missing:
             raise ValueError(f"bayesopt: Ax models no loss for {missing}, which the objective needs")
         ax_value = self.objective.compose(mean, std, loss_domains)[0][0] + self.penalty(mean, loss_domains)[0]
-        return self.checked(self.best_predicted(None, self.predict_losses, [
+        optimum = self.model_optimum(np.random.default_rng([self.seed, len(self.observations), 7]))
+        return self.checked(self.best_predicted(optimum, self.predict_losses, [
             f"surrogate: Ax GP ({self.config.method}); Ax's best point predicted at {ax_value:.4f}"]))
+
+    def model_optimum(self, rng: np.random.Generator) -> np.ndarray:
+        """Minimiser (k,) inside the bounds of the predicted objective + RECOMMEND_RISK std (constraint
+        penalty on the per-domain upper bounds), searched over candidates: Sobol points and clouds
+        around the 4 best observed runs, then a cloud around the best of them. No gradient polish:
+        each of Ax's predictions costs about 0.5 ms of its own bookkeeping (measured: 5,000 points
+        in 2.4 s), so SLSQP's finite differences would take minutes."""
+        from orchestrator.strategies.model_based import RECOMMEND_RISK
+
+        def upper(W: np.ndarray) -> np.ndarray:
+            mean, std, loss_domains = self.predict_losses(W)
+            value, value_std = self.objective.compose(mean, std, loss_domains)
+            return value + RECOMMEND_RISK * value_std + self.penalty(mean + RECOMMEND_RISK * std, loss_domains)
+
+        order = np.argsort([self.objective(o.losses) for o in self.observations], kind="stable")[:4]
+        best = np.array([self.observations[i].mixture.as_array() for i in order])
+        pool = candidates(self.bounds, rng, OPTIMUM_CANDIDATES, best, OPTIMUM_LOCAL)
+        values = upper(pool)
+        near = candidates(self.bounds, rng, 0, pool[np.argmin(values)], 2 * OPTIMUM_LOCAL)
+        near_values = upper(near)
+        return near[np.argmin(near_values)] if near_values.min() < values.min() else pool[np.argmin(values)]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Rebuild Ax from the history rather than unpickling its internals: JSON only.
@@ -253,6 +319,9 @@ def _quiet_ax() -> None:
 
 
 OBJECTIVE_METRIC = "objective"  # the metric of a nonlinear (worst) objective
+PREDICT_CHUNK = 256  # points per `Client.predict` call
+# Candidates of the recommendation's optimum search: Sobol points, and per centre (best runs, then the best candidate).
+OPTIMUM_CANDIDATES, OPTIMUM_LOCAL = 2048, 256
 
 
 def _limit_metric(domain: str) -> str:

@@ -68,9 +68,10 @@ class BiMixConfig(BoundedConfig):
 
 class BayesOptConfig(StrategyConfig):
     initial_trials: int | None = Field(
-        None, ge=1, description="Sobol trials before the GP takes over (default: number of domains + 1)."
+        None, ge=1, description="Trials before the GP takes over (default: min(domains + 1, 10) with mixsweep, domains + 1 otherwise)."
     )
-    method: Literal["fast", "quality"] = Field("fast", description="Ax generation method: fast | quality.")
+    method: Literal["mixsweep", "fast", "quality"] = Field(
+        "mixsweep", description="Ax's model: mixsweep (gp's per-domain GP on sqrt(w) inside Ax) | fast | quality (Ax's own).")
 
 
 # ------------------------------------------------------------------------- experts and DoReMi
