@@ -8,6 +8,7 @@ import json
 import tempfile
 import time
 import urllib.request
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -152,5 +153,6 @@ def test_every_strategy_reports_predicted_baselines_and_a_leave_one_out(ray_sess
     assert (fitted_for_report in html) is not own_model  # sobol: labelled as the report's GP; bayesopt: Ax's own
     assert "This GP is fitted for the report" in html  # bayesopt's leave-one-out too (Ax is not refitted per trial)
     rec = json.loads((d / "report" / "recommendation.json").read_text())
-    words = {"in-sample": "an observed run, the one the model predicts best", "observed": "the best observed run"}
-    assert words[rec["source"]] in html
+    words = {"model": "the model's optimum", "in-sample": "an observed run, the one the model predicts best",
+             "observed": "the best observed run"}
+    assert escape(words[rec["source"]]) in html

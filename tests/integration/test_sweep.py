@@ -57,7 +57,7 @@ def test_synthetic_sweep_end_to_end(ray_session, tmp_path):
     status = _check_sweep_dir_agrees(tmp_path / "sweep", budget=8)
     assert status["completed"] == 8 and status["failed"] == 0
     assert max(seen_concurrency) == 3  # the controller kept every slot busy
-    assert rec.source == "in-sample"  # Ax's best point: the observed arm its GP predicts best
+    assert rec.source in ("model", "in-sample")  # the model's optimum or the observed run its GP predicts best
     saved = json.loads((tmp_path / "sweep" / "report" / "recommendation.json").read_text())
     assert saved["mixture"] == rec.mixture.as_dict()
     assert saved["predicted_losses"].keys() == {"a", "b", "c"}
