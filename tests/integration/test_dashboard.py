@@ -188,7 +188,8 @@ def test_dashboard_lists_the_running_trial_actors(sweep):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / ".gitignore").write_text("*\n")  # screenshots are test output, never committed
     screenshot = ARTIFACTS / "dashboard_actors.png"
-    with tempfile.TemporaryDirectory(prefix="mixsweep-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile after the browser exits: scratch, not a result.
+    with tempfile.TemporaryDirectory(prefix="mixsweep-chromium-", ignore_cleanup_errors=True) as profile:
         browser, devtools = start_chromium(Path(profile))
         try:
             text = asyncio.run(render_actors_page(devtools, dashboard, token, actors, screenshot))
