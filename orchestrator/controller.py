@@ -237,8 +237,7 @@ class Controller:
             for t in self.state.by_status(TrialStatus.RUNNING):  # left running by a stopped controller
                 self._told(self.runner.recover(self._job(t), "the controller stopped while it ran"))
             for t in sorted(self.state.by_status(TrialStatus.PROPOSED), key=lambda t: t.proposed_seq):
-                if t.id not in self.runner.queued_trials():
-                    self.runner.submit(self._job(t))  # proposed or re-queued before the stop
+                self.runner.submit(self._job(t))  # proposed or re-queued before the stop
             while True:
                 self.lock.beat()
                 self.store.push()

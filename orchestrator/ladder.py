@@ -119,7 +119,7 @@ class LadderStage:
             job = self.jobs.job(tid, t.mixture, None, preset=preset, result_fields={"preset": preset})
             if t.status == TrialStatus.RUNNING:  # left running by a stopped controller
                 self.runner.recover(job, "the controller stopped while it ran")
-            elif tid not in self.runner.queued_trials():
+            else:
                 self.runner.submit(job)
         while self.runner.busy():
             self.beat()

@@ -42,7 +42,7 @@ import ray
 from orchestrator.dispatch import Resources, died, start_actor, stop
 from orchestrator.state import SweepState
 from orchestrator.sweepdir import trial_dir, write_json_atomic
-from orchestrator.trial import Placement, Progress, TrialResult, TrialStatus, message_from_json
+from orchestrator.trial import Placement, Progress, TrialResult, message_from_json
 
 # What a trainer may hand back for a strategy besides losses (TrialResult.info keys), journaled with the
 # completion so resume tells it again: expert log-probabilities, DoReMi's reference and averaged weights.
@@ -158,14 +158,15 @@ class TrialRunner:
 
     # ----------------------------------------------------------------------------- what callers see
 
-    def submit(self, job: Job) -> Ended | None:
-        """Queue a trial. A trial already final in the journal is not run again: its Ended is returned."""
-        t = self.state.trial(job.trial)
-        if t.status.is_final:
-            return Ended(job.trial, job.mixture, reason=t.reason) if t.status == TrialStatus.FAILED else \
-                Ended(job.trial, job.mixture, result=TrialResult(t.losses or {}, t.loss_stderr or {}))
+    def submit(self, job: Job) -> None:
+        """Queue a trial. One already final in the journal, queued or running is not queued again, so a
+        caller may submit every trial the journal holds as unfinished (a resumed sweep, a ladder rung)."""
+        if self.state.trial(job.trial).status.is_final or job.trial in self._in_hand():
+            return
         self.queue.append((0.0, job))
-        return None
+
+    def _in_hand(self) -> set[str]:
+        return {job.trial for _, job in self.queue} | {a.job.trial for a in self.running.values()}
 
     def recover(self, job: Job, reason: str) -> Ended | None:
         """Submit a trial a stopped controller left running: re-queued as a died attempt (or failed when
@@ -182,9 +183,6 @@ class TrialRunner:
 
     def running_trials(self) -> list[str]:
         return sorted(a.job.trial for a in self.running.values())
-
-    def queued_trials(self) -> set[str]:
-        return {job.trial for _, job in self.queue}
 
     def pending_mixtures(self) -> list[dict[str, float]]:
         """Mixtures of trials running or queued (a strategy's pending points)."""
