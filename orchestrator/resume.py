@@ -55,7 +55,16 @@ def spec_changes(frozen: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple
 
 
 def check_resumable(frozen: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The safe changes to record, or SpecChanged naming every unsafe field."""
+    """The safe changes to record, or SpecChanged naming every unsafe field.
+
+    The frozen spec is read through today's schema first, so a field added since the sweep started
+    (e.g. `budget.replicates`) compares as its default, not as a change from nothing."""
+    from orchestrator.spec import FROZEN_EXTRAS, SpecError, parse_spec
+
+    try:
+        frozen = parse_spec({k: v for k, v in frozen.items() if k not in FROZEN_EXTRAS}).model_dump(mode="json")
+    except SpecError:  # no longer valid: compared as written, so the change is named
+        pass
     changes = spec_changes(frozen, new)
     unsafe = {k: v for k, v in changes.items() if k not in SAFE_CHANGES and k != "budget.trials"}
     trials = changes.get("budget.trials")

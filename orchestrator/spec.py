@@ -316,6 +316,15 @@ class StrategySpec(_Strict):
         return self
 
 
+class ReplicatesSpec(_Strict):
+    """Seeds per mixture: every mixture, or only the best ones, trained more than once so that the surrogate
+    sees each mixture's run-to-run noise (docs/spec.md, "Replicates")."""
+
+    seeds: int = Field(1, ge=1, le=16, description="Runs per replicated mixture, the first included (1: no replicates).")
+    top_k: int | None = Field(None, ge=1, le=1000, description="Replicate only the k best mixtures by objective, once the sweep's "
+                              "own trials are done (default: every mixture as it is proposed).")
+
+
 class BudgetSpec(_Strict):
     trials: int = Field(16, ge=1, le=100_000, description="Trials to run in total (failed ones count).")
     concurrency: int = Field(2, ge=1, le=4096, description="Trials in flight at once.")
@@ -324,6 +333,10 @@ class BudgetSpec(_Strict):
         None, gt=0, description="Wall time per attempt before a trial counts as hung (default: derived from the token budget).")
     max_loss: float | None = Field(
         None, gt=0, description="A streamed loss above this (nats/token) ends the trial as diverged (default: 2 ln(vocab) for the proxy).")
+    cost: float | None = Field(
+        None, gt=0, description="Multi-fidelity sweeps: the total cost to spend, in the units of `fidelities[].cost`; the sweep "
+                                "ends when the next trial would exceed it (`trials` still caps the count).")
+    replicates: ReplicatesSpec = Field(default_factory=ReplicatesSpec, description="Seeds per mixture (docs/spec.md).")
     weight_precision: float = Field(
         1e-3, ge=0, le=0.5, description="A proposal whose weights all lie within this of a trial already run or in flight "
                                         "(max |w - w'|) is that trial: it is told the known result, spends no budget, and the "
@@ -374,6 +387,65 @@ class LadderSpec(_Strict):
         return v
 
 
+class FidelitySpec(_Strict):
+    """One fidelity a multi-fidelity sweep may train a trial at: a model preset and/or a token budget, and
+    what one trial there costs."""
+
+    name: str = Field(..., description="The fidelity's name (journaled with each trial; a letter then letters, digits or _).")
+    preset: str | None = Field(None, description="Model preset (default: proxy.preset).")
+    tokens_per_trial: int | None = Field(None, gt=0, description="Training tokens per trial (default: the proxy's rule at this preset).")
+    cost: float | None = Field(None, gt=0, description="Cost of one trial, in any unit shared by all fidelities (e.g. GPU-hours); "
+                               "default: training FLOPs, 6 x non-embedding parameters x tokens, in units of 1e15.")
+    runs: str | None = Field(None, description="Replay trainer only: the runs table that answers trials at this fidelity "
+                             "(default: trainer.runs).")
+
+    @field_validator("name")
+    @classmethod
+    def _fidelity_name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v) or len(v) > 32:
+            raise ValueError(f"fidelity name {v!r} must be a letter then up to 31 letters, digits or _")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _fidelity_preset(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; use one of {', '.join(PRESETS)}")
+        return v
+
+    @field_validator("runs")
+    @classmethod
+    def _fidelity_table(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"runs table {v!r} not found; give a CSV or Parquet file with weight.<domain> and loss.<domain> columns")
+        return v
+
+
+class TargetSpec(_Strict):
+    """The production run the mixture is for: its scale (the recommendation's) and its token budget (caps on
+    how often it may repeat a domain: data.max_epochs applied at the target run, not at the proxy)."""
+
+    fidelity: str | None = Field(None, description="Multi-fidelity sweeps: the fidelity whose runs are the sweep's best and "
+                                 "the recommendation's scale when `params` is not given (default: the costliest).")
+    params: float | None = Field(None, gt=0, description="Non-embedding parameters of the production run (the recommendation's "
+                                 "scale in a multi-fidelity sweep; may lie beyond every fidelity).")
+    tokens: float | None = Field(None, gt=0, description="Training tokens of the production run: with `available_tokens` it caps "
+                                 "each domain's weight at data.max_epochs x available / tokens.")
+    available_tokens: dict[str, float] | None = Field(
+        None, description="Per training domain: tokens available to the production run (default: the prepared data's "
+                          "training tokens; declare them for data the sweep only samples).")
+
+    @model_validator(mode="after")
+    def _tokens_for_caps(self) -> "TargetSpec":
+        if self.available_tokens is not None:
+            if self.tokens is None:
+                raise ValueError("`target.available_tokens` needs `target.tokens` (the production run's training tokens)")
+            bad = [d for d, n in self.available_tokens.items() if not (n >= 0)]
+            if bad:
+                raise ValueError(f"`target.available_tokens.{bad[0]}`: give a token count >= 0")
+        return self
+
+
 class SweepSpec(_Strict):
     name: str = Field("sweep", description="Sweep name (job and dashboard label).")
     domains: dict[str, DomainSpec]
@@ -388,6 +460,10 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     data: DataSpec = DataSpec()
     ladder: LadderSpec | None = Field(None, description="Scale ladder run after the sweep (docs/report.md).")
+    fidelities: list[FidelitySpec] | None = Field(
+        None, description="Multi-fidelity sweep: the fidelities a trial may train at; the strategy picks one per trial "
+                          "(docs/strategies.md, \"Multi-fidelity\").")
+    target: TargetSpec | None = Field(None, description="The production run: its scale and token budget (docs/spec.md).")
     seed: int = Field(0, ge=0, description="Seeds the strategy and every trial.")
     dir: str | None = Field(None, description="Sweep directory (default runs/<name>).")
 
@@ -459,10 +535,68 @@ class SweepSpec(_Strict):
                     raise ValueError(f"`trainer.optimum_at_scale`: unknown preset {preset!r}; use names from {', '.join(PRESETS)}")
                 if set(opt) != set(self.domains) or min(opt.values()) < 0 or sum(opt.values()) <= 0:
                     raise ValueError(f"`trainer.optimum_at_scale.{preset}`: must give every domain a weight >= 0, with a positive sum")
+        self._check_target()
         if self.ladder is not None and self.ladder.presets[0] != self.proxy.preset:
             raise ValueError(f"`ladder.presets`: the first rung must be the sweep's proxy.preset {self.proxy.preset!r}, "
                              f"e.g. [{self.proxy.preset}, ...]")
         return self
+
+    def _check_target(self) -> None:
+        """Fidelities have distinct names and a replay table only under the replay trainer; the target names
+        a fidelity and known domains; a cost budget needs fidelities."""
+        fids = self.fidelities or []
+        if self.fidelities is not None:
+            if len(fids) < 2:
+                raise ValueError("`fidelities`: a multi-fidelity sweep needs at least 2, e.g. [{name: small, preset: 1m}, {name: large, preset: 60m}]")
+            names = [f.name for f in fids]
+            if len(set(names)) != len(names):
+                raise ValueError(f"`fidelities`: names must be distinct, got {names}")
+            for f in fids:
+                if f.runs is not None and self.trainer.kind != "replay":
+                    raise ValueError(f"`fidelities.{f.name}.runs`: only the replay trainer answers from a runs table; remove it")
+            if len({self.fidelity_params(f.name) for f in fids}) < 2 and len({self.fidelity_tokens(f.name) for f in fids}) < 2 \
+                    and len({f.runs for f in fids}) < 2:
+                raise ValueError("`fidelities`: they all train the same model on the same tokens; give them different presets or tokens_per_trial")
+        t = self.target
+        if t is not None and t.fidelity is not None and t.fidelity not in {f.name for f in fids}:
+            raise ValueError(f"`target.fidelity`: {t.fidelity!r} is not a fidelity; use one of {[f.name for f in fids] or 'the names under fidelities:'}")
+        for d in (t.available_tokens or {}) if t is not None else {}:
+            if d not in self.domains:
+                raise ValueError(f"`target.available_tokens.{d}`: unknown domain; use one of {sorted(self.domains)}")
+        if self.budget.cost is not None and not fids:
+            raise ValueError("`budget.cost`: a cost budget is for multi-fidelity sweeps; add `fidelities:` or use budget.trials")
+
+    def fidelity(self, name: str | None) -> FidelitySpec | None:
+        """The named fidelity (None for None: the sweep's own proxy)."""
+        return None if name is None else next(f for f in self.fidelities or [] if f.name == name)
+
+    def fidelity_params(self, name: str | None) -> int:
+        """Non-embedding parameters of a trial at fidelity `name` (None: the proxy's)."""
+        f = self.fidelity(name)
+        return PRESETS[(f.preset if f is not None else None) or self.proxy.preset].non_embedding_params()
+
+    def fidelity_tokens(self, name: str | None) -> int:
+        """Training tokens of a trial at fidelity `name` (None: the proxy's)."""
+        f = self.fidelity(name)
+        if f is not None and f.tokens_per_trial is not None:
+            return f.tokens_per_trial
+        return self.proxy.training_tokens((f.preset if f is not None else None) or self.proxy.preset)
+
+    def fidelity_cost(self, name: str | None) -> float:
+        """Cost of one trial at fidelity `name`: declared, else 6 N D FLOPs in units of 1e15."""
+        f = self.fidelity(name)
+        if f is not None and f.cost is not None:
+            return f.cost
+        return 6.0 * self.fidelity_params(name) * self.fidelity_tokens(name) / 1e15
+
+    @property
+    def target_fidelity(self) -> str | None:
+        """The fidelity whose runs count as the sweep's (None: a single-fidelity sweep)."""
+        if not self.fidelities:
+            return None
+        if self.target is not None and self.target.fidelity is not None:
+            return self.target.fidelity
+        return max(self.fidelities, key=lambda f: (self.fidelity_cost(f.name), self.fidelity_params(f.name))).name
 
     def _check_objective_extras(self, known: set[str]) -> None:
         """Constraint caps, the reference mixture and strategy bounds name known domains."""

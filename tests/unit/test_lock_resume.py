@@ -61,3 +61,14 @@ def test_unsafe_spec_changes_are_refused_naming_the_field(edit, field):
     with pytest.raises(SpecChanged) as err:
         check_resumable(BASE, _with(**edit))
     assert field in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_frozen_spec_from_before_a_new_field_resumes_with_its_default():
+    from orchestrator.spec import parse_spec
+
+    old = {"name": "s", "trainer": {"kind": "synthetic"}, "domains": {"books": {"demo": "books"}, "code": {"demo": "code"}}}
+    new = parse_spec(old).model_dump(mode="json")  # today's schema: budget.replicates, fidelities, target filled in
+    assert "replicates" in new["budget"] and "replicates" not in old.get("budget", {})
+    assert check_resumable(old, new) == {}
+    with pytest.raises(SpecChanged, match="budget.replicates.seeds"):
+        check_resumable(old, {**new, "budget": {**new["budget"], "replicates": {"seeds": 2, "top_k": None}}})
