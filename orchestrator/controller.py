@@ -118,18 +118,37 @@ class Controller:
         mixture space by the data (`data.max_epochs`); returns the vocabulary size (0 without a tokenizer).
         Data errors end here, before anything is written."""
         prepared = self.jobs.prepare()
+        from orchestrator.strategies.base import capped_bounds
+        from orchestrator.target import combined_caps, target_caps
+        from workers.data import DataError
+
+        caps = None
         if prepared.domain_tokens is not None:
             from orchestrator.mixture import token_caps
-            from workers.data import DataError
 
             tokens = prepared.domain_tokens
             self.strategy.domain_tokens = tokens
             try:
                 caps = token_caps(tokens, self.spec.proxy.training_tokens(), self.spec.data.max_epochs)
-                self.strategy.set_caps(caps)
             except ValueError as err:
                 raise DataError(str(err)) from None
             self._data_journal = {"domain_tokens": tokens, "caps": caps, "max_epochs": self.spec.data.max_epochs}
+        # The production run's caps (orchestrator/target.py): SpecError, one line, before anything starts.
+        # `_free_bounds`: the space without them, where the unconstrained optimum is searched.
+        self.target_run = target_caps(self.spec, prepared.domain_tokens)
+        try:
+            self._free_bounds = capped_bounds(self.domains, self.strategy.bounds, caps) if caps else self.strategy.bounds
+            if self.target_run is not None:
+                caps = combined_caps(caps, self.target_run)
+                self._data_journal = {**self._data_journal, "caps": caps, "max_epochs": self.spec.data.max_epochs,
+                                      **self.target_run.journal()}
+            if caps:
+                self.strategy.set_caps(caps)
+        except ValueError as err:
+            if isinstance(err, SpecError):
+                raise
+            fix = "; or declare more target.available_tokens / lower target.tokens" if self.target_run is not None else ""
+            raise DataError(f"{err}{fix}") from None
         if prepared.loss_domains is not None:  # the replay simulator answers only its table's loss columns
             from orchestrator.runs import RunsTableError
 
@@ -442,12 +461,25 @@ class Controller:
             self.log("no trial completed: nothing to recommend")
             return None
         rec = self.strategy.recommend()
+        target = getattr(self, "target_run", None)
+        if target is not None:  # an observed seed run may lie beyond the target caps; no proposal does
+            from orchestrator.target import feasible_or_best_inside
+
+            rec = feasible_or_best_inside(self.strategy, rec, self.strategy.caps or {}) or rec
         capped = [d for d, w in rec.mixture.as_dict().items() if (self.state.caps or {}).get(d, 1.0) < 1.0 and w >= self.state.caps[d] - 1e-4]
         if capped:  # the optimum may lie beyond: more data for these domains would let the mixture move
-            rec.notes.append("at its data cap (data.max_epochs): " + ", ".join(f"{d} {self.state.caps[d]:.3f}" for d in capped))
-        self._record("recommended", **rec.to_json())
+            rec.notes.append("at its data cap (data.max_epochs" + (" at target.tokens" if target is not None else "") + "): "
+                             + ", ".join(f"{d} {self.state.caps[d]:.3f}" for d in capped))
+        body = rec.to_json()
+        if target is not None:  # the feasible and the unconstrained optimum, side by side (orchestrator/target.py)
+            from orchestrator.target import optima
+
+            body["target"] = optima(self.strategy, rec, target, self.strategy.caps or {}, self._free_bounds, self.spec.seed)
+            rec.notes.append(f"target run: {body['target']['summary']}")
+            body["notes"] = rec.notes
+        self._record("recommended", **body)
         (self.dir / REPORT).mkdir(exist_ok=True)
-        write_json_atomic(self.dir / REPORT / "recommendation.json", rec.to_json())
+        write_json_atomic(self.dir / REPORT / "recommendation.json", body)
         return rec
 
 

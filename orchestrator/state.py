@@ -104,7 +104,12 @@ class SweepState:
     recommendation: dict[str, Any] | None = None
     trials: dict[str, TrialRecord] = field(default_factory=dict)
     domain_tokens: dict[str, int] | None = None  # training tokens per domain (proxy trainer)
-    caps: dict[str, float] | None = None  # upper weight per domain from data.max_epochs
+    caps: dict[str, float] | None = None  # upper weight per domain from data.max_epochs (and the target run's, with one)
+    # The production run (`target.tokens`, orchestrator/target.py): its tokens, the tokens available per
+    # domain, and the caps they give alone (`caps` is their minimum with the proxy's); None without one.
+    target_tokens: float | None = None
+    available_tokens: dict[str, float] | None = None
+    target_caps: dict[str, float] | None = None
     # Scale-ladder re-trainings (orchestrator/ladder.py): kept apart from `trials`, so they spend no
     # budget, are never told to the strategy, and never count as the sweep's best.
     ladder: dict[str, TrialRecord] = field(default_factory=dict)
@@ -125,6 +130,9 @@ class SweepState:
             self.spec_digest = e.get("spec_digest", self.spec_digest)
             self.domain_tokens = e.get("domain_tokens", self.domain_tokens)
             self.caps = e.get("caps", self.caps)
+            self.target_tokens = e.get("target_tokens", self.target_tokens)
+            self.available_tokens = e.get("available_tokens", self.available_tokens)
+            self.target_caps = e.get("target_caps", self.target_caps)
             self.finished = False
         elif kind == "trial_proposed" and e.get("preset"):
             self.ladder[e["trial"]] = TrialRecord(e["trial"], e["mixture"], proposed_seq=e["seq"], preset=e["preset"], role=e.get("role"))
