@@ -105,6 +105,7 @@ class Controller:
         self.objective = Objective.from_spec(spec.objective, self.domains)
         self.strategy = build_strategy(spec.strategy.kind, spec.strategy.options, self.domains, self.objective, spec.seed)
         self.state = SweepState(self.objective)
+        self.strategy.set_replicates(spec.budget.replicates.seeds, spec.budget.replicates.top_k, spec.budget.trials, lambda: self.state)
         self.jobs = JobFactory(spec, self.store, log=log)
         check_requirements(self.strategy, spec, self.objective, log)
         self.fault = FaultHook()

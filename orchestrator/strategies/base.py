@@ -114,16 +114,57 @@ class Strategy(abc.ABC):
         self.caps = {d: float(caps[d]) for d in self.domains if d in caps}
         self.bounds = capped_bounds(self.domains, self.bounds, self.caps)
 
+    def set_replicates(self, seeds: int, top_k: int | None, budget: int, sweep: Callable[[], Any]) -> None:
+        """`budget.replicates` (set once by the controller): `seeds` runs per mixture, or per top_k best
+        mixture, within `budget` (budget.trials); `sweep()` gives the sweep's state as journaled, from
+        which `ask` derives the replicates owed (orchestrator/strategies/replicates.py). SpecError, one
+        line naming the fields, when top_k's replicates leave the strategy fewer than top_k trials."""
+        from orchestrator.strategies.replicates import ReplicatePlan
+
+        plan = ReplicatePlan(seeds, top_k, budget, sweep)
+        self.replicates = plan if plan.active else None
+
+    replicates = None  # a ReplicatePlan once set_replicates gave seeds > 1
+
     # -- the contract --------------------------------------------------------------------------------
     def ask(self, n: int, pending: list[Mixture]) -> list[Proposal]:
         """Up to n new proposals, different from `pending` (the mixtures running). Empty: nothing to add
         now; when nothing is pending either, the strategy has nothing left to try. Every proposal lies
-        inside the data caps, whoever asks (controller, Tune searcher, recommend)."""
-        out = self.next_proposals(n, pending)
+        inside the data caps, whoever asks (controller, Tune searcher, recommend). Under
+        `budget.replicates`, the replicates owed come first and the strategy's own proposals fill the rest."""
+        out = self.next_proposals(n, pending) if self.replicates is None or n < 1 else self._ask_replicated(n, pending)
         if self.caps:
             out = [Proposal(within_caps(p.mixture, self.caps), p.options) for p in out]
         self.asked += len(out)
         return out
+
+    def _ask_replicated(self, n: int, pending: list[Mixture]) -> list[Proposal]:
+        """`ask` under budget.replicates (n >= 1): the replicates owed, then new mixtures from
+        `next_proposals` as the budget leaves room for all their runs (replicates.py)."""
+        plan = self.replicates
+        state = plan.sweep()
+        if plan.top_k is None:
+            out = plan.owed(state, self.domains)
+            room = plan.room(state, len(out))
+            out = out[:n]
+            return out + self._own_proposals(min(n - len(out), room), pending, state.replicates)
+        room = plan.room(state, 0)
+        out = self._own_proposals(min(n, room), pending, state.replicates)
+        if not out and (not pending or state.replicates):  # the strategy's own trials are done: the top k's replicates
+            out = plan.owed(state, self.domains)[:n]
+        return out
+
+    def _own_proposals(self, n: int, pending: list[Mixture], replicates: int) -> list[Proposal]:
+        """`next_proposals(n)` with `asked` counting only the strategy's own proposals (not the
+        `replicates` the sweep added), so its sequence (design points, Sobol index) has no gaps."""
+        if n < 1:
+            return []
+        total = self.asked
+        self.asked = total - replicates
+        try:
+            return self.next_proposals(n, pending)
+        finally:
+            self.asked = total
 
     @abc.abstractmethod
     def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:

@@ -23,6 +23,7 @@ from orchestrator.strategies.base import Predictive, Recommendation
 from orchestrator.strategies.configs import BoundedConfig
 from orchestrator.strategies.contract import Proposal, Requirements
 from orchestrator.surrogates.base import Surrogate, single_threaded
+from orchestrator.surrogates.noise import FixedNoise, pool_replicates
 
 
 # Standard deviations added to the predicted objective when choosing the recommendation.
@@ -119,7 +120,23 @@ class ModelStrategy(Predictive):
         return np.array([0.5 * tilt + 0.5 * uniform, 0.85 * tilt + 0.15 * uniform])
 
     def training_data(self) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-        """X (n, k) mixtures, Y (n, m) losses and the m loss domains every observation reports."""
+        """X (n, k) mixtures, Y (n, m) losses and the m loss domains every observation reports: one row
+        per observation, or, once some mixture has two distinct runs (replicates), one row per mixture
+        with the mean of its runs (its noise: `training_noise`)."""
+        X, Y, loss_domains = self.observed_data()
+        replicated = pool_replicates(X, Y)
+        return (X, Y, loss_domains) if replicated is None else (replicated.X, replicated.Y, loss_domains)
+
+    def training_noise(self) -> np.ndarray | None:
+        """The noise variance (n, m) of each `training_data` row, nats^2: the run-to-run variance pooled
+        over the replicated mixtures, per domain, over the row's runs (surrogates/noise.py); None when no
+        mixture has two distinct runs (the surrogate infers the noise, as without replicates)."""
+        replicated = pool_replicates(*self.observed_data()[:2])
+        return None if replicated is None else replicated.Yvar
+
+    def observed_data(self) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """X (n, k) mixtures, Y (n, m) losses and the m loss domains every observation reports, one row
+        per observation in the order told."""
         reported = tuple(d for d in self.observations[0].losses if all(d in o.losses for o in self.observations))
         loss_domains = self.modelled_domains(reported)
         missing = sorted((set(self.objective.coefficients) | set(self.objective.max_loss)) - set(loss_domains))
@@ -138,7 +155,10 @@ class ModelStrategy(Predictive):
         """The surrogate fitted to all observations (refitted only when a result arrived)."""
         if self._fitted is None or self._fitted[0] != len(self.observations):
             X, Y, loss_domains = self.training_data()
-            self._fitted = (len(self.observations), self.make_surrogate().fit(X, Y), loss_domains)
+            surrogate, Yvar = self.make_surrogate(), self.training_noise()
+            # Replicates measure the noise; a surrogate that takes it is given it (others fit the means).
+            fitted = surrogate.fit(X, Y, Yvar) if Yvar is not None and isinstance(surrogate, FixedNoise) else surrogate.fit(X, Y)
+            self._fitted = (len(self.observations), fitted, loss_domains)
         return self._fitted[1], self._fitted[2]
 
     def coefficients(self, loss_domains: tuple[str, ...]) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 One independent GP per evaluated domain, fitted together as one batched multi-output `SingleTaskGP`
 (BoTorch's default RBF kernel with ARD and dimension-scaled lengthscale priors, `Standardize` on each
-domain's losses, noise inferred).
+domain's losses, noise inferred). Fitted with each row's noise variance (`Yvar`, from replicated
+mixtures: orchestrator/surrogates/noise.py), the noise is that instead (BoTorch's fixed-noise likelihood):
+replicates measure it, where inference confounds it with roughness the kernel cannot follow.
 
 Why the embedding: the mixture enters the kernel as sqrt(w), which maps the simplex onto the positive
 orthant of the unit sphere; Euclidean distance there is the Hellinger distance between the mixtures
@@ -31,6 +33,7 @@ from botorch.optim.fit import fit_gpytorch_mll_scipy
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from orchestrator.surrogates.base import Surrogate, check_xy, single_threaded
+from orchestrator.surrogates.noise import FixedNoise
 
 DTYPE = torch.float64
 
@@ -50,12 +53,14 @@ class HellingerEmbedding(InputTransform):
         return isinstance(other, HellingerEmbedding)
 
 
-def build_model(X: torch.Tensor, Y: torch.Tensor) -> SingleTaskGP:
-    """Batched independent GPs: X (n, k) mixtures, Y (n, m) losses -> one model with m outputs."""
+def build_model(X: torch.Tensor, Y: torch.Tensor, Yvar: torch.Tensor | None = None) -> SingleTaskGP:
+    """Batched independent GPs: X (n, k) mixtures, Y (n, m) losses -> one model with m outputs; with
+    Yvar (n, m), each observation's noise variance is fixed to it (Standardize rescales it with Y)."""
     with warnings.catch_warnings():
         # BoTorch warns that inputs are not min-max scaled: the embedding puts them in [0, 1] already.
         warnings.simplefilter("ignore")
-        return SingleTaskGP(X, Y, input_transform=HellingerEmbedding(), outcome_transform=Standardize(m=Y.shape[-1]))
+        return SingleTaskGP(X, Y, train_Yvar=Yvar, input_transform=HellingerEmbedding(),
+                            outcome_transform=Standardize(m=Y.shape[-1]))
 
 
 def fit_model(model: SingleTaskGP, maxiter: int) -> None:
@@ -83,9 +88,9 @@ def posterior_mean_std(model: SingleTaskGP, X: np.ndarray) -> tuple[np.ndarray, 
     return torch.cat(means).numpy(), torch.cat(stds).numpy()
 
 
-class GPSurrogate(Surrogate):
+class GPSurrogate(Surrogate, FixedNoise):
     """Independent GP per domain on the Hellinger embedding; std is the posterior std of the mean
-    loss (noise excluded), nats/token."""
+    loss (noise excluded), nats/token. `fit(X, Y, Yvar)`: the noise fixed to Yvar rather than inferred."""
 
     name = "gp"
 
@@ -97,10 +102,15 @@ class GPSurrogate(Surrogate):
     def min_runs(k: int) -> int:
         return 3
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "GPSurrogate":
+    def fit(self, X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None = None) -> "GPSurrogate":
         X, Y = check_xy(X, Y)
+        if Yvar is not None:
+            Yvar = np.asarray(Yvar, dtype=float)
+            if Yvar.shape != Y.shape or not (np.isfinite(Yvar).all() and (Yvar > 0).all()):
+                raise ValueError(f"Yvar must be positive and finite, shaped as Y {Y.shape}; got {Yvar.shape}")
         with single_threaded():
-            self.model = build_model(torch.tensor(X, dtype=DTYPE), torch.tensor(Y, dtype=DTYPE))
+            self.model = build_model(torch.tensor(X, dtype=DTYPE), torch.tensor(Y, dtype=DTYPE),
+                                     None if Yvar is None else torch.tensor(Yvar, dtype=DTYPE))
             fit_model(self.model, self.maxiter)
         return self
 
