@@ -2,7 +2,7 @@
 
 `write_report` writes report/recommendation.json, one PNG per figure, ladder.json when a scale ladder
 ran, and report.html: a self-contained page (PNGs embedded as data URIs, no script, no network) with
-the sections best-vs-trials, heatmap, recommendation, loo, ladder and warnings. Predictions at
+the sections best-vs-trials, heatmap, recommendation, target, loo, ladder and warnings. Predictions at
 mixtures no trial ran (baselines) and the leave-one-out check come from the sweep's strategy, rebuilt
 by re-telling the journal (resume.retell), where it models the losses (the surrogate strategies;
 bayesopt through Ax's GP); for every other strategy, and for bayesopt's leave-one-out, from a GP
@@ -333,9 +333,30 @@ def report_warnings(state: SweepState, rec: dict[str, Any] | None) -> list[str]:
                        "Its predicted losses are an extrapolation: train it before relying on it.")
     for d, cap in sorted((state.caps or {}).items()):  # journaled data caps, when the sweep has them
         if cap < 1.0 and rec["mixture"].get(d, 0.0) >= cap - 1e-4:
+            at_target = (state.target_caps or {}).get(d, 1.0) <= cap + 1e-9
+            source = "from data.max_epochs at the target run (target.tokens)" if at_target else "from data.max_epochs"
             out.append(f"The recommendation sits on the data cap of {d} (weight {rec['mixture'][d]:.3f}, cap {cap:.3f} "
-                       "from data.max_epochs): the optimum may lie beyond it; more data for this domain would let the mixture move.")
+                       f"{source}): the optimum may lie beyond it; more data for this domain would let the mixture move.")
     return out
+
+
+def target_section(state: SweepState, rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The target run's feasibility (orchestrator/target.py): the recommendation's own `target` block
+    (feasible and unconstrained optimum, written when the sweep recommended), else, for a sweep stopped
+    before it recommended, the epochs the shown mixture would need at the target run. None without a target."""
+    from orchestrator.target import epochs_at_target, over_cap
+
+    if rec is None or state.target_tokens is None:
+        return None
+    if rec.get("target"):
+        return rec["target"]
+    mixture = rec["mixture"]
+    return {"tokens": state.target_tokens, "available_tokens": state.available_tokens, "caps": state.caps or {},
+            "target_caps": state.target_caps or {}, "max_epochs": None,
+            "feasible": {"mixture": mixture, "objective": rec.get("objective"), "predicted_by": rec.get("source"),
+                         "epochs": epochs_at_target(mixture, state.target_tokens, state.available_tokens or {})},
+            "unconstrained": None, "over_cap": over_cap(mixture, state.target_caps or {}),
+            "summary": "the sweep has not recommended yet: the unconstrained optimum is computed when it does"}
 
 
 def write_report(sweep_dir: str | Path) -> dict[str, Path]:
@@ -373,7 +394,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Path]:
         write_json_atomic(out / "ladder.json", ladder)
         ladder_plot(ladder, out / "ladder.png")
         paths["ladder"], paths["ladder_plot"] = out / "ladder.json", out / "ladder.png"
-    page = render_page(state, rec, rows, loo, ladder, report_warnings(state, rec), why_not, out)
+    page = render_page(state, rec, rows, loo, ladder, report_warnings(state, rec), why_not, out, target_section(state, rec))
     (out / "report.html").write_text(page, encoding="utf-8")
     paths["html"] = out / "report.html"
     return paths

@@ -23,7 +23,7 @@ SOURCE_WORDS = {
     "observed": "the best observed run",
 }
 
-SECTIONS = ("best-vs-trials", "heatmap", "recommendation", "loo", "ladder", "warnings")
+SECTIONS = ("best-vs-trials", "heatmap", "recommendation", "target", "loo", "ladder", "warnings")
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
@@ -72,6 +72,51 @@ def _mixture_table(rows: list[dict[str, Any]], domains: tuple[str, ...], why_not
     return f"{note}<table><tr><th>mixture</th>{head}<th>objective</th></tr>{''.join(body)}</table>"
 
 
+def _epochs(e: Any, limit: Any) -> str:
+    if e is None:
+        return '<span class="bad">no tokens</span>'
+    text = f"{e:.2f}"
+    return f'<span class="bad">{text}</span>' if isinstance(limit, (int, float)) and e > limit + 1e-6 else text
+
+
+def _sentence(text: str) -> str:
+    return f"{text[:1].upper()}{text[1:]}." if text else ""
+
+
+def _target_section(target: dict[str, Any] | None, domains: tuple[str, ...]) -> str:
+    """The feasible recommendation beside the unconstrained optimum: per domain weight, epochs at the
+    target run and the cap; the predicted objective of each; one sentence on what the caps cost."""
+    if target is None:
+        return ('<p class="note">No target run. Add <code>target: {tokens: N, available_tokens: {domain: N, ...}}</code> to the spec '
+                "to cap each domain at data.max_epochs passes over its data at the production run (docs/spec.md).</p>")
+    feasible, free = target["feasible"], target.get("unconstrained")
+    limit = target.get("max_epochs")
+    head = ("<tr><th>domain</th><th>available tokens</th><th>cap</th><th>feasible weight</th><th>epochs</th>"
+            + ("<th>unconstrained weight</th><th>epochs</th>" if free else "") + "</tr>")
+    body = []
+    for d in domains:
+        avail = (target.get("available_tokens") or {}).get(d)
+        cap = (target.get("caps") or {}).get(d, 1.0)
+        cells = [f"<td>{_e(d)}</td>", f"<td>{avail:.3g}</td>" if isinstance(avail, (int, float)) else "<td>&ndash;</td>",
+                 f"<td>{cap:.3f}</td>", f"<td>{feasible['mixture'][d]:.3f}</td>",
+                 f"<td>{_epochs(feasible['epochs'].get(d), limit)}</td>"]
+        if free:
+            over = d in (target.get("over_cap") or [])
+            w = f"{free['mixture'][d]:.3f}"
+            cells += [f'<td>{f"<b>{w}</b>" if over else w}</td>', f"<td>{_epochs(free['epochs'].get(d), limit)}</td>"]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    objective = (f"<tr><td>predicted objective</td><td></td><td></td><td>{_num(feasible.get('objective'))}</td><td></td>"
+                 + (f"<td>{_num(free.get('objective'))}</td><td></td>" if free else "") + "</tr>")
+    how = (f"Objectives: {'both predicted by the strategy&#x27;s model (its mean)' if free.get('predicted_by') == 'model' else 'observed'}; "
+           f"unconstrained: {_e(free.get('source', ''))}.") if free else ""
+    limit_text = f"data.max_epochs={limit:g}" if isinstance(limit, (int, float)) else "data.max_epochs"
+    return (f'<p class="summary" id="target-summary">Target run: {target["tokens"]:.3g} tokens; each domain capped at '
+            f"{_e(limit_text)} passes over its available tokens. {_e(_sentence(target.get('summary', '')))}</p>"
+            f'<table>{head}{"".join(body)}{objective}</table>'
+            f'<p class="note">Epochs: weight &times; target tokens / available tokens; above {_e(limit_text)} in red. '
+            f"Caps: the smaller of the proxy's and the target run's. {how}</p>")
+
+
 def _ladder_section(ladder: dict[str, Any] | None, out: Path) -> str:
     if ladder is None:
         return ('<p class="note">No scale ladder ran. Add <code>ladder: {presets: [...], top_k: 3}</code> to the spec, '
@@ -104,7 +149,8 @@ def _ladder_section(ladder: dict[str, Any] | None, out: Path) -> str:
 
 
 def render_page(state: SweepState, rec: dict[str, Any] | None, rows: list[dict[str, Any]], loo: dict[str, Any] | None,
-                ladder: dict[str, Any] | None, warnings: list[str], why_not: str | None, out: Path) -> str:
+                ladder: dict[str, Any] | None, warnings: list[str], why_not: str | None, out: Path,
+                target: dict[str, Any] | None = None) -> str:
     """The page's HTML; `out` is the report directory holding the PNGs to embed."""
     done = len(state.completed)
     failed = len(state.by_status(TrialStatus.FAILED))
@@ -132,6 +178,7 @@ recommendation: {_e(source)}.</p>
 {_img(out / "objective.png", "best objective vs trials")}</section>
 <section id="recommendation"><h2>Recommended mixture</h2>{_mixture_table(rows, state.domains, why_not)}
 {f"<ul>{notes}</ul>" if notes else ""}</section>
+<section id="target"><h2>Target run: feasible and unconstrained optimum</h2>{_target_section(target, state.domains)}</section>
 <section id="heatmap"><h2>Per-domain losses of every trial</h2>{_img(out / "heatmap.png", "per-domain loss heatmap")}</section>
 <section id="loo"><h2>Surrogate: leave-one-out predicted vs observed</h2>{loo_html}</section>
 <section id="ladder"><h2>Scale ladder</h2>{_ladder_section(ladder, out)}</section>

@@ -94,6 +94,18 @@ HOSTILE = [  # (id, spec text, substrings of the one-line error)
     ("non-utf8", (HEAD + THREE).encode() + b"# \xff\xfe\n", ["not UTF-8"]),
     ("nan-budget", HEAD + THREE + "budget: {trial_timeout_s: .nan}\n", ["`budget.trial_timeout_s`", "finite"]),
     ("inf-noise", HEAD.replace("{kind: synthetic}", "{kind: synthetic, noise: .inf}") + THREE, ["`trainer.noise`", "finite"]),
+    # the target run (orchestrator/target.py): caps need its tokens, and counts per known domain
+    ("target-available-no-tokens", HEAD + THREE + "target: {available_tokens: {books: 100}}\n", ["`target.available_tokens`", "target.tokens"]),
+    ("target-tokens-zero", HEAD + THREE + "target: {tokens: 0}\n", ["`target.tokens`", "greater than 0"]),
+    ("target-available-negative", HEAD + THREE + "target: {tokens: 1e9, available_tokens: {books: -5}}\n",
+     ["`target.available_tokens.books`", ">= 0"]),
+    ("target-available-nan", HEAD + THREE + "target: {tokens: 1e9, available_tokens: {books: .nan}}\n",
+     ["`target.available_tokens.books`", "finite"]),
+    ("target-available-text", HEAD + THREE + "target: {tokens: 1e9, available_tokens: {books: lots}}\n",
+     ["`target.available_tokens.books`", "number"]),
+    ("target-available-unknown-domain", HEAD + THREE + "target: {tokens: 1e9, available_tokens: {poetry: 5}}\n",
+     ["`target.available_tokens.poetry`", "unknown domain"]),
+    ("target-available-list", HEAD + THREE + "target: {tokens: 1e9, available_tokens: [books]}\n", ["`target.available_tokens`", "dictionary"]),
 ]
 
 
