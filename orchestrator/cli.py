@@ -217,7 +217,7 @@ def ladder(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
            scale_model: bool = typer.Option(False, "--scale-model", help="Also recommend a mixture at that preset from a GP with model size as an input.")) -> None:
     """Re-train a finished sweep's best mixtures and the baselines at a larger preset; report whether the winner held."""
     from orchestrator.controller import run_ladder_command
-    from orchestrator.ladder import LadderError, check_rung
+    from orchestrator.ladder import LadderError, check_rung, rung_verdict
     from orchestrator.report import write_report
 
     chosen = [b.strip() for b in baselines.split(",") if b.strip()]
@@ -236,8 +236,7 @@ def ladder(dir: str = typer.Argument(..., help="Sweep directory (path or URI) of
     for rung in (summary or {}).get("rungs", []):
         if rung["preset"] != preset:
             continue
-        rho = "n/a" if rung["spearman"] is None else f"{rung['spearman']:.2f}"
-        held = {True: "yes", False: "no", None: "n/a"}[rung["winner_held"]]
+        rho, held = rung_verdict(rung)  # each with its bootstrap significance (interval, probability)
         console.print(f"ladder {s.proxy.preset} -> {preset}: Spearman {rho} over {rung['pairs']} mixtures; winner held: {held} "
                       f"(winner at {s.proxy.preset}: {rung['winner_base']}, at {preset}: {rung['winner']})", highlight=False, soft_wrap=True)
     console.print(f"report: {paths['html']}", soft_wrap=True)

@@ -120,6 +120,8 @@ def loo_plot(loo: dict[str, Any], path: Path) -> None:
 
 def ladder_plot(summary: dict[str, Any], path: Path) -> None:
     """Per rung: each re-trained mixture's objective at the sweep's scale (x) and the larger one (y)."""
+    from orchestrator.ladder import rung_verdict
+
     plt = _pyplot()
     rungs = summary["rungs"]
     fig, axes = plt.subplots(1, len(rungs), figsize=(5 * len(rungs), 4), dpi=110, squeeze=False)
@@ -129,9 +131,8 @@ def ladder_plot(summary: dict[str, Any], path: Path) -> None:
             winner = r["role"] in (rung["winner"], rung["winner_base"])
             ax.scatter(r["base_objective"], r["objective"], s=40, color="#dd8452" if winner else "#4c72b0")
             ax.annotate(r["role"], (r["base_objective"], r["objective"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-        rho = "n/a" if rung["spearman"] is None else f"{rung['spearman']:.2f}"
-        held = {True: "yes", False: "no", None: "n/a"}[rung["winner_held"]]
-        ax.set_title(f"{summary['base_preset']} -> {rung['preset']}: Spearman {rho}, winner held: {held}", fontsize=10)
+        rho, held = rung_verdict(rung)
+        ax.set_title(f"{summary['base_preset']} -> {rung['preset']}: Spearman {rho}\nwinner held: {held}", fontsize=9)
         ax.set_xlabel(f"objective at {summary['base_preset']}")
         ax.set_ylabel(f"objective at {rung['preset']}")
     fig.tight_layout()

@@ -118,14 +118,20 @@ def _target_section(target: dict[str, Any] | None, domains: tuple[str, ...]) -> 
 
 
 def _ladder_section(ladder: dict[str, Any] | None, out: Path) -> str:
+    from orchestrator.ladder import rung_verdict
+
     if ladder is None:
         return ('<p class="note">No scale ladder ran. Add <code>ladder: {presets: [...], top_k: 3}</code> to the spec, '
                 'or run <code>mixsweep ladder DIR --preset P --top K</code> on the finished sweep.</p>')
     parts = []
     for rung in ladder["rungs"]:
-        rho = "n/a" if rung["spearman"] is None else f"{rung['spearman']:.2f}"
+        rho, _ = rung_verdict(rung)  # with the bootstrap's interval and probability (ladder.py)
+        rho = _e(rho)
         held = rung["winner_held"]
         verdict = {True: '<span class="ok">yes</span>', False: '<span class="bad">no</span>', None: "n/a"}[held]
+        if rung.get("winner_held_p") is not None:
+            verdict += f" (probability {rung['winner_held_p']:.2f} over bootstrap resamples of the mixtures"
+            verdict += f" and their replicates: {rung['replicated']} replicated)" if rung.get("replicated") else ")"
         parts.append(f"<h3>{_e(ladder['base_preset'])} &rarr; {_e(rung['preset'])}</h3>"
                      f'<p class="summary" data-preset="{_e(rung["preset"])}">Spearman rank correlation between scales: '
                      f"<b>{rho}</b> over {rung['pairs']} mixtures. Winner held: <b>{verdict}</b> "
