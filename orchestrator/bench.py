@@ -15,6 +15,12 @@ noise. Only the benchmark sees the simulator's noiseless truth, to score what ea
 
 Sweep directories are kept under DIR/sweeps/<strategy>-s<seed>: a finished one is read, never run
 again, and an interrupted one is resumed, so re-running the same command only does what is missing.
+
+Multi-fidelity (`--fidelity PRESET=TABLE:COST`, repeated, and `--cost C`): every sweep may train at each
+preset, answered by that preset's table, at that cost; `--runs` is the table of the target (the
+costliest fidelity), whose simulator scores every recommendation. A strategy that does not choose
+fidelities (`gp`) trains everything at the target; `mfgp` chooses per trial. Best observed runs and
+their regret are the target's runs only; `cost` is what the sweep spent, in the fidelities' unit.
 """
 
 from __future__ import annotations
@@ -63,7 +69,9 @@ class SweepScore:
     ask_s: float  # mean controller time per ask, seconds
     ask_max_s: float
     wall_s: float  # sweep_started -> sweep_finished, seconds
-    trials: int  # completed trials
+    trials: int  # completed trials (at the target fidelity in a multi-fidelity sweep)
+    cost: float = 0.0  # cost spent (multi-fidelity sweeps; 0 otherwise)
+    trials_by_fidelity: str = ""  # e.g. "1m:40 60m:9" (multi-fidelity sweeps)
 
 
 @dataclass(frozen=True)
@@ -114,18 +122,60 @@ def problem(runs: Path, objective_text: str, cache_dir: str, log: Callable[[str]
     return Problem(model, objective, ospec, w, best)
 
 
+@dataclass(frozen=True)
+class BenchFidelity:
+    """`--fidelity PRESET=TABLE:COST`: trials at `preset` are answered by `table` and cost `cost`."""
+
+    preset: str
+    table: Path
+    cost: float
+
+
+def parse_fidelity(text: str) -> BenchFidelity:
+    """`PRESET=TABLE:COST` -> BenchFidelity; BenchError (one line) naming the flag and the fix."""
+    from workers.presets import PRESETS
+
+    preset, eq, rest = text.partition("=")
+    table, colon, cost = rest.rpartition(":")
+    how = "use --fidelity PRESET=TABLE:COST, e.g. --fidelity 1m=runs_1m.csv:1"
+    if not eq or not colon or not table:
+        raise BenchError(f"--fidelity {text!r}: {how}")
+    if preset.strip() not in PRESETS:
+        raise BenchError(f"--fidelity {text!r}: unknown preset {preset.strip()!r}; use one of {', '.join(PRESETS)}")
+    try:
+        value = float(cost)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise BenchError(f"--fidelity {text!r}: the cost must be a positive number; {how}")
+    if not Path(table).expanduser().is_file():
+        raise BenchError(f"--fidelity {text!r}: runs table {table!r} not found")
+    return BenchFidelity(preset.strip(), Path(table).expanduser().resolve(), value)
+
+
+def target_fidelity(fidelities: list[BenchFidelity]) -> BenchFidelity:
+    """The costliest fidelity: its table is the truth every recommendation is scored on."""
+    return max(fidelities, key=lambda f: f.cost)
+
+
 def sweep_spec(runs: Path, strategy: str, seed: int, prob: Problem, budget: int, concurrency: int,
-               noise: float | None, cache_dir: str) -> SweepSpec:
+               noise: float | None, cache_dir: str, fidelities: list[BenchFidelity] | None = None,
+               cost: float | None = None) -> SweepSpec:
+    multi = {}
+    if fidelities:
+        multi = {"proxy": {"preset": target_fidelity(fidelities).preset},
+                 "fidelities": [{"name": f.preset, "preset": f.preset, "cost": f.cost, "runs": str(f.table)} for f in fidelities]}
     return parse_spec({
         "name": f"bench-{strategy}-s{seed}",
         "domains": {d: {} for d in prob.model.domains},
         "trainer": {"kind": "replay", "runs": str(runs), **({"noise": noise} if noise is not None else {})},
         "objective": prob.objective_spec,
         "strategy": {"kind": strategy},
-        "budget": {"trials": budget, "concurrency": concurrency},
+        "budget": {"trials": budget, "concurrency": concurrency, **({"cost": cost} if cost is not None else {})},
         "resources": {"cpus": REPLAY_TRIAL_CPUS, "gpus": 0},
         "data": {"cache_dir": cache_dir},
         "seed": seed,
+        **multi,
     })
 
 
@@ -145,7 +195,8 @@ def score(strategy: str, seed: int, sweep_dir: Path, prob: Problem) -> SweepScor
     """Score a finished sweep from its journal alone. The observed objective of every run is the
     sweep state's (one scale, measured against the reference run where the objective has one)."""
     events, state = load(sweep_dir / JOURNAL, objective=prob.objective)
-    done = sorted((t for t in state.completed if t.measures_mixture and t.objective is not None), key=lambda t: t.completed_seq)
+    done = sorted((t for t in state.completed if t.measures_mixture and t.objective is not None and state.at_target(t)),
+                  key=lambda t: t.completed_seq)
     recs = [e for e in events if e["event"] == "recommended"]
     if not done or not recs:
         raise BenchError(f"{sweep_dir}: no completed trial or no recommendation; see `mixsweep status {sweep_dir}`")
@@ -161,7 +212,8 @@ def score(strategy: str, seed: int, sweep_dir: Path, prob: Problem) -> SweepScor
                       regret_best_observed=curve[-1], regret_at={n: curve[n - 1] for n in CHECKPOINTS if n <= len(curve)},
                       curve=curve, source=rec.get("source", ""), ask_s=float(np.mean(asks)) if asks else 0.0,
                       ask_max_s=max(asks, default=0.0), wall_s=times.get("sweep_finished", 0.0) - times.get("sweep_started", 0.0),
-                      trials=len(done))
+                      trials=len(done), cost=state.cost_spent,
+                      trials_by_fidelity=" ".join(f"{f}:{sum(t.fidelity == f for t in state.completed)}" for f in state.fidelities))
 
 
 def _ask_times(events: list[dict]) -> list[float]:
@@ -192,7 +244,7 @@ def summary_rows(scores: list[SweepScore], baseline: str = "sobol") -> list[dict
                "regret_best_observed": obs.mean(), "regret_best_observed_sd": obs.std(),
                "rec_within_observed": int(np.sum(rec <= obs + 0.005)),
                "ask_s": float(np.mean([s.ask_s for s in ss])), "ask_max_s": max(s.ask_max_s for s in ss),
-               "wall_s": float(np.mean([s.wall_s for s in ss]))}
+               "wall_s": float(np.mean([s.wall_s for s in ss])), "cost": float(np.mean([s.cost for s in ss]))}
         for n in CHECKPOINTS:
             vals = [s.regret_at[n] for s in ss if n in s.regret_at]
             if len(vals) == len(ss):
@@ -241,7 +293,8 @@ def _plot(path: Path, scores: list[SweepScore], prob: Problem) -> None:
     plt.close(fig)
 
 
-def check_arguments(runs: Path, strategies: list[str], objective_text: str) -> None:
+def check_arguments(runs: Path, strategies: list[str], objective_text: str,
+                    fidelities: list[BenchFidelity] | None = None) -> None:
     """BenchError / RunsTableError (one line) for an unknown strategy, a missing or bad table, or an
     objective naming a domain the table has no loss column for."""
     from orchestrator.runs import read_runs
@@ -254,15 +307,26 @@ def check_arguments(runs: Path, strategies: list[str], objective_text: str) -> N
         raise RunsTableError(f"--runs {str(runs)!r} not found; pass a CSV or Parquet runs table")
     table = read_runs(runs)
     objective_spec(objective_text, table.domains, table.loss_domains)
+    if fidelities:
+        if len({f.preset for f in fidelities}) != len(fidelities) or len(fidelities) < 2:
+            raise BenchError("--fidelity: give at least two, with distinct presets")
+        if target_fidelity(fidelities).table != runs.expanduser().resolve():
+            raise BenchError(f"--runs: must be the table of the costliest fidelity ({target_fidelity(fidelities).table}), "
+                             "whose simulator scores the recommendations")
+        for f in fidelities:
+            other = read_runs(f.table)
+            if set(other.domains) != set(table.domains):
+                raise BenchError(f"--fidelity {f.preset}: its table's weight columns must be those of --runs")
 
 
 def run_bench(runs: Path, strategies: list[str], objective_text: str, budget: int, concurrency: int, seeds: int,
               out: Path, noise: float | None = None, cache_dir: str = "~/.cache/mixsweep", parallel: int = 2,
-              log: Callable[[str], None] = print) -> tuple[Problem, list[SweepScore]]:
+              log: Callable[[str], None] = print, fidelities: list[BenchFidelity] | None = None,
+              cost: float | None = None) -> tuple[Problem, list[SweepScore]]:
     """Every (strategy, seed) sweep on the replay of `runs`, scored. Ray must be initialised."""
     import ray
 
-    check_arguments(runs, strategies, objective_text)
+    check_arguments(runs, strategies, objective_text, fidelities)
     prob = problem(runs, objective_text, cache_dir, log)
     log(f"simulator optimum of {prob.objective.description}: {prob.best:.4f} nats/token")
     jobs = [(strategy, seed) for strategy in strategies for seed in range(seeds)]
@@ -272,7 +336,7 @@ def run_bench(runs: Path, strategies: list[str], objective_text: str, budget: in
     pending, scores = {}, []
     for strategy, seed in jobs:
         sweep_dir = (out / "sweeps" / f"{strategy}-s{seed}").resolve()
-        spec = sweep_spec(runs.resolve(), strategy, seed, prob, budget, concurrency, noise, cache_dir)
+        spec = sweep_spec(runs.resolve(), strategy, seed, prob, budget, concurrency, noise, cache_dir, fidelities, cost)
         if len(pending) >= parallel:
             scores += _collect(pending, prob, log, wait_for=1)
         pending[sweep.remote(spec.model_dump(mode="json"), str(sweep_dir))] = (strategy, seed, sweep_dir)
@@ -301,7 +365,8 @@ def _collect(pending: dict, prob: Problem, log: Callable[[str], None], wait_for:
             raise BenchError(f"{strategy} seed {seed}: the sweep failed ({_reason(err)}); its directory is {sweep_dir}") from None
         s = score(strategy, seed, sweep_dir, prob)
         log(f"{strategy} seed {seed}: regret {s.regret_recommended:.4f} recommended ({s.source}), "
-            f"{s.regret_best_observed:.4f} best observed; {s.wall_s:.0f} s")
+            f"{s.regret_best_observed:.4f} best observed; {s.wall_s:.0f} s"
+            + (f"; cost {s.cost:g} ({s.trials_by_fidelity})" if s.trials_by_fidelity else ""))
         scores.append(s)
     return scores
 
@@ -317,6 +382,8 @@ def bench_command(
     out: Path = typer.Option(Path("runs/bench"), "--out", help="Where sweeps, results.csv, summary.csv and regret.png go."),
     cache_dir: str = typer.Option("~/.cache/mixsweep", "--cache-dir", help="Where the fitted simulator is cached."),
     parallel: int = typer.Option(2, "--parallel", min=1, help="Sweeps run at once (each controller mostly uses one core)."),
+    fidelity: Optional[list[str]] = typer.Option(None, "--fidelity", help="Multi-fidelity: PRESET=TABLE:COST, repeated (--runs is the costliest's table)."),
+    cost: Optional[float] = typer.Option(None, "--cost", min=0.0, help="Multi-fidelity: the cost budget of each sweep, in the fidelities' unit."),
 ) -> None:
     """Replay a runs table as a benchmark: real sweeps of each strategy, scored by regret against the table's simulator."""
     from rich.console import Console
@@ -325,10 +392,14 @@ def bench_command(
 
     console = Console(width=max(Console().width, 150))  # the summary table has ten columns
     names = [s.strip() for s in strategies.split(",") if s.strip()]
-    check_arguments(runs, names, objective)  # bad flags are one line before Ray starts or a model is fitted
+    fidelities = [parse_fidelity(f) for f in fidelity or []]
+    if cost is not None and not fidelities:
+        raise BenchError("--cost: a cost budget is for multi-fidelity benches; add --fidelity PRESET=TABLE:COST (twice or more)")
+    check_arguments(runs, names, objective, fidelities)  # bad flags are one line before Ray starts or a model is fitted
     _init_ray(None)
     prob, scores = run_bench(runs, names, objective, budget, concurrency, seeds, out, noise, cache_dir, parallel,
-                             log=lambda m: console.print(m, soft_wrap=True, highlight=False))
+                             log=lambda m: console.print(m, soft_wrap=True, highlight=False), fidelities=fidelities or None,
+                             cost=cost)
     rows = summary_rows(scores)
     paths = write_outputs(out, scores, rows, prob)
     console.print(summary_table(rows, prob, budget, concurrency, seeds))

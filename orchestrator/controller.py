@@ -45,7 +45,7 @@ from orchestrator.storage import SweepStore
 from orchestrator.runner import DivergenceBound, Ended, FaultHook, Job, TrialRunner
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, read_frozen_spec, write_json_atomic
 from orchestrator.strategies import Recommendation, Strategy, build_strategy
-from orchestrator.strategies.contract import Artifacts, Outcome
+from orchestrator.strategies.contract import Artifacts, Fidelity, FidelityPlan, Outcome
 from orchestrator.export import refresh_exports
 from orchestrator.resume import adoptable_results, adopted_completion, check_not_orphaned, check_resumable, retell
 from orchestrator.trial import TrialStatus
@@ -108,6 +108,9 @@ class Controller:
         self.strategy.set_replicates(spec.budget.replicates.seeds, spec.budget.replicates.top_k, spec.budget.trials, lambda: self.state)
         self.jobs = JobFactory(spec, self.store, log=log)
         check_requirements(self.strategy, spec, self.objective, log)
+        self.plan = fidelity_plan(spec)
+        if self.plan is not None:
+            self.strategy.fidelities = self.plan
         self.fault = FaultHook()
         self._strategy_saved = 0.0
         self._data_journal: dict[str, Any] = {}
@@ -159,6 +162,18 @@ class Controller:
                                      f"use domains of {list(prepared.loss_domains)} (objective.domains for mean or worst)")
         return prepared.vocab
 
+    def _prepare_fidelities(self) -> None:
+        """A multi-fidelity sweep prepares every fidelity's data up front (a replay table is fitted once per
+        fidelity), so a table that cannot answer the objective stops the sweep before it starts."""
+        for f in self.spec.fidelities or []:
+            prepared = self.jobs.prepare(fidelity=f.name)
+            missing = sorted(set(self.objective.coefficients) - set(prepared.loss_domains or self.objective.coefficients))
+            if missing:
+                from orchestrator.runs import RunsTableError
+
+                raise RunsTableError(f"`fidelities.{f.name}.runs`: has no loss column for {missing}, which the objective reads; "
+                                     "give a table with them or another objective")
+
     def _max_loss(self, vocab: int) -> float | None:
         if self.spec.budget.max_loss is not None:
             return self.spec.budget.max_loss
@@ -176,6 +191,7 @@ class Controller:
             raise SweepDirExists(f"sweep directory {where} holds {len(results)} finished trial result(s) but no {JOURNAL}; "
                                  f"restore {JOURNAL} from a backup, or pass another --dir")
         vocab = self._prepare_data()  # data errors end here, before anything is written
+        self._prepare_fidelities()
         seeds = self._seed_runs()
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
@@ -198,6 +214,7 @@ class Controller:
         frozen = read_frozen_spec(self.dir)  # strictly, as every spec: duplicate keys are errors
         changes = check_resumable(frozen, self.spec.model_dump(mode="json"))
         vocab = self._prepare_data()
+        self._prepare_fidelities()
         seeds = self._seed_runs()
         self.lock = SweepLock(self.dir)
         self.lock.acquire()
@@ -253,7 +270,7 @@ class Controller:
                          concurrency=self.spec.budget.concurrency, objective=self.objective.description,
                          spec_digest=self.spec.digest(), strategy=self.spec.strategy.kind,
                          placement={"num_cpus": self.where.num_cpus, "num_gpus": self.where.num_gpus},
-                         lock_taken_over=self.lock.took_over, **self._data_journal, **extra)
+                         lock_taken_over=self.lock.took_over, **self._data_journal, **self._fidelity_journal(), **extra)
             for t in self.state.by_status(TrialStatus.RUNNING):  # left running by a stopped controller
                 self._told(self.runner.recover(self._job(t), "the controller stopped while it ran"))
             for t in sorted(self.state.by_status(TrialStatus.PROPOSED), key=lambda t: t.proposed_seq):
@@ -304,6 +321,14 @@ class Controller:
         has none, and the trial runs without)."""
         return self.jobs.job(t.id, Mixture.from_dict(t.mixture, self.domains).as_dict(), t.options or {})
 
+    def _fidelity_journal(self) -> dict[str, Any]:
+        """`sweep_started` fields of a multi-fidelity sweep: each fidelity's cost and scale, the target and
+        the cost budget (SweepState reads them: cost spent, the best run at the target)."""
+        if self.plan is None:
+            return {}
+        return {"fidelities": {f.name: {"cost": f.cost, "params": f.params, "tokens": f.tokens} for f in self.plan.levels},
+                "target_fidelity": self.plan.target, "budget_cost": self.plan.budget_cost}
+
     def _told(self, ended: Ended | None) -> None:
         """Tell the strategy how a trial ended: an Outcome with the losses and what the trial wrote for it
         (expert log-probabilities, DoReMi's weights; journaled with the completion, so resume tells the
@@ -313,7 +338,7 @@ class Controller:
         mixture = Mixture.from_dict(ended.mixture, self.domains)
         if ended.result is not None:
             self.strategy.tell(Outcome(mixture, ended.result.losses, ended.result.loss_stderr,
-                                       Artifacts.from_json(ended.artifacts)))
+                                       Artifacts.from_json(ended.artifacts), self.state.trial(ended.trial).fidelity))
         else:
             self.strategy.tell_failed(mixture, ended.reason or "failed", retryable=self.state.trial(ended.trial).retryable)
         self._save_strategy()
@@ -357,7 +382,16 @@ class Controller:
     def _budget_left(self) -> int:
         # Repeats are answered from known results and spend nothing; only journals written before
         # `budget.weight_precision` hold reuses that did (SweepState.reused_budget), and they still count.
-        return self.spec.budget.trials - len(self.state.trials) - self.state.reused_budget
+        left = self.spec.budget.trials - len(self.state.trials) - self.state.reused_budget
+        if self._cost_left() is not None and self._cost_left() < min(f.cost for f in self.plan.levels) - 1e-9:
+            return 0  # not even the cheapest fidelity fits in what is left of budget.cost
+        return left
+
+    def _cost_left(self) -> float | None:
+        """What is left of `budget.cost` (None without one). A trial spends its fidelity's cost when proposed."""
+        if self.plan is None or self.plan.budget_cost is None:
+            return None
+        return self.plan.budget_cost - self.state.cost_spent
 
     # The strategy is asked at most ASK_ROUNDS times per fill, each round only for the slots that the
     # previous round's repeats left free. When the last round still starts nothing, the strategy has
@@ -385,6 +419,7 @@ class Controller:
         """Ask the strategy for up to n mixtures; start the new ones, answer the repeats.
         Returns (trials started, repeats answered)."""
         t0 = time.perf_counter()
+        self.strategy.cost_left = self._cost_left()
         proposals = self.strategy.ask(n, [Mixture.from_dict(m, self.domains) for m in self.runner.pending_mixtures()])
         proposal_s = round(time.perf_counter() - t0, 4)
         started = repeats = 0
@@ -393,6 +428,15 @@ class Controller:
             # reference and proxy runs, a replicate) are part of its id: DoReMi's proxy run at the reference
             # mixture is not the reference run. Without options the id is what it always was.
             mixture, options = proposal.mixture, dict(proposal.options)
+            if self.plan is not None:
+                # A strategy that does not choose fidelities trains at the target; one that does must name one.
+                options.setdefault("fidelity", self.plan.target)
+                if options["fidelity"] not in {f.name for f in self.plan.levels}:
+                    raise ProposalOutOfSpace(f"strategy {self.spec.strategy.kind} proposed fidelity {options['fidelity']!r}, which is "
+                                             f"not one of `fidelities`; this is a bug: report it with the spec (nothing was journaled)")
+                left = self._cost_left()
+                if left is not None and self.plan.level(options["fidelity"]).cost > left + 1e-9:
+                    continue  # does not fit in budget.cost; asked again next round, when a cheaper one may
             tid = self.jobs.trial_id(mixture, options)
             known = self._already_run(tid, mixture, options)
             if known is not None:
@@ -447,7 +491,7 @@ class Controller:
         self._record("trial_reused", trial=known.id, mixture=mixture.as_dict(), matched=known.status.value,
                      distance=round(_weight_distance(known.mixture, mixture.as_dict()), 6))
         if known.status == TrialStatus.COMPLETED:
-            self.strategy.tell(Outcome(mixture, known.losses, known.loss_stderr))
+            self.strategy.tell(Outcome(mixture, known.losses, known.loss_stderr, fidelity=known.fidelity))
         elif known.status == TrialStatus.FAILED:
             self.strategy.tell_failed(mixture, known.reason or "failed before", retryable=known.retryable)
 
@@ -494,10 +538,27 @@ def check_requirements(strategy: Strategy, spec: SweepSpec, objective: Objective
     if needs.domain_tokens and spec.trainer.kind != "proxy":
         raise SpecError(f"`strategy.kind`: {kind} needs the tokens per domain, which only the proxy trainer reads (this "
                         "trainer reads no data); use `trainer: {kind: proxy}`, or strategy `fixed` with `options.weights`")
+    if needs.multi_fidelity and not spec.fidelities:
+        raise SpecError(f"`strategy.kind`: {kind} chooses the fidelity of each trial; list them under `fidelities:` "
+                        "(docs/spec.md) or use gp")
+    if spec.fidelities and not needs.multi_fidelity:
+        log(f"note: strategy {kind} does not choose fidelities: every trial trains at the target fidelity "
+            f"{spec.target_fidelity} (mfgp chooses per trial)")
     if objective.needs_reference and not needs.reference_run:
         log(f"warning: the objective is measured against a run at the reference mixture (`excess`, `max_excess`), "
             f"which strategy {kind} does not propose; until a trial lands there, `excess` is the plain worst loss "
             "and `max_excess` is not checked")
+
+
+def fidelity_plan(spec: SweepSpec) -> FidelityPlan | None:
+    """The fidelities a multi-fidelity sweep's strategy is told (None: a single-fidelity sweep)."""
+    if not spec.fidelities:
+        return None
+    levels = tuple(Fidelity(f.name, spec.fidelity_cost(f.name), float(spec.fidelity_params(f.name)),
+                            float(spec.fidelity_tokens(f.name))) for f in spec.fidelities)
+    target = spec.target_fidelity
+    at = spec.target.params if spec.target is not None and spec.target.params is not None else spec.fidelity_params(target)
+    return FidelityPlan(levels, target, float(at), spec.budget.cost)
 
 
 def _options_key(options: dict[str, Any] | None) -> str:

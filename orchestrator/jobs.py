@@ -42,6 +42,24 @@ def rung_spec(spec: SweepSpec, preset: str | None) -> SweepSpec:
     return spec.model_copy(update={"proxy": proxy})
 
 
+def fidelity_spec(spec: SweepSpec, name: str | None) -> SweepSpec:
+    """The spec trials at fidelity `name` train with (None: the spec itself): the fidelity's preset (as a
+    ladder rung, `rung_spec`), its token budget, and under the replay trainer the table that answers there."""
+    f = spec.fidelity(name)
+    if f is None:
+        return spec
+    out = rung_spec(spec, f.preset)
+    if f.tokens_per_trial is not None:
+        out = out.model_copy(update={"proxy": out.proxy.model_copy(update={"tokens_per_trial": f.tokens_per_trial})})
+    if f.runs is not None:
+        out = out.model_copy(update={"trainer": out.trainer.model_copy(update={"runs": f.runs})})
+    return out
+
+
+# The fidelity is the controller's to act on (it picks the spec above); the trainer is not sent it.
+FIDELITY = "fidelity"
+
+
 class JobFactory:
     """Builds Jobs for one sweep (see the module docstring)."""
 
@@ -57,12 +75,21 @@ class JobFactory:
         DoReMi's runs, a replicate) are part of it; without options the id is what it always was."""
         return trial_id(mixture, {**self.key, "options": options} if options else self.key, self.spec.seed)
 
-    def prepare(self, preset: str | None = None) -> Prepared:
-        """The data trials at `preset` read (tokenised and cached on first use; the replay simulator fitted
-        once per table). Data errors are raised here, before anything is started."""
-        if preset not in self._prepared:
-            self._prepared[preset] = self._prepare(rung_spec(self.spec, preset))
-        return self._prepared[preset]
+    def prepare(self, preset: str | None = None, fidelity: str | None = None) -> Prepared:
+        """The data trials at `preset` (or at `fidelity` of a multi-fidelity sweep) read (tokenised and
+        cached on first use; the replay simulator fitted once per table). Data errors are raised here,
+        before anything is started."""
+        key = self._key(preset, fidelity)
+        if key not in self._prepared:
+            self._prepared[key] = self._prepare(self._spec(preset, fidelity))
+        return self._prepared[key]
+
+    def _spec(self, preset: str | None, fidelity: str | None) -> SweepSpec:
+        return fidelity_spec(self.spec, fidelity) if fidelity is not None else rung_spec(self.spec, preset)
+
+    @staticmethod
+    def _key(preset: str | None, fidelity: str | None) -> Any:
+        return (FIDELITY, fidelity) if fidelity is not None else preset
 
     def _prepare(self, spec: SweepSpec) -> Prepared:
         reads = trainer_backend(spec).reads_data
@@ -86,13 +113,15 @@ class JobFactory:
 
     def job(self, tid: str, mixture: dict[str, float], options: dict[str, Any] | None = None,
             preset: str | None = None, result_fields: dict[str, Any] | None = None) -> Job:
-        """The Job of trial `tid` at `preset` (None: the sweep's own)."""
-        spec = rung_spec(self.spec, preset)
-        if preset not in self._templates:
-            self._templates[preset] = trial_template(spec, self.prepare(preset).vocab, self.resources.num_cpus)
+        """The Job of trial `tid` at `preset` (None: the sweep's own), or at the fidelity its options name."""
+        options = dict(options or {})
+        fidelity = options.pop(FIDELITY, None)
+        key, spec = self._key(preset, fidelity), self._spec(preset, fidelity)
+        if key not in self._templates:
+            self._templates[key] = trial_template(spec, self.prepare(preset, fidelity).vocab, self.resources.num_cpus)
         # Actors write checkpoints and artifacts where every node can reach them: the sweep's own location.
         where = f"{self.store.location.rstrip('/')}/trials/{tid}" if self.store.remote else \
             str((self.store.local / "trials" / tid).resolve())
-        request = self._templates[preset].for_trial(tid, mixture, where, options or {})
-        return Job(tid, dict(mixture), request.to_json(), self.prepare(preset).data, self.resources,
+        request = self._templates[key].for_trial(tid, mixture, where, options)
+        return Job(tid, dict(mixture), request.to_json(), self.prepare(preset, fidelity).data, self.resources,
                    attempt_timeout_s(spec), dict(result_fields or {}))

@@ -99,7 +99,7 @@ def retell(strategy: Strategy, events: Iterable[dict[str, Any]], state: SweepSta
             continue
         mixture = Mixture.from_dict(t.mixture, domains)
         if kind == "trial_completed":
-            strategy.tell(Outcome(mixture, e["losses"], e.get("loss_stderr"), Artifacts.from_json(e.get("artifacts"))))
+            strategy.tell(Outcome(mixture, e["losses"], e.get("loss_stderr"), Artifacts.from_json(e.get("artifacts")), t.fidelity))
         else:
             strategy.tell_failed(mixture, e.get("reason") or "failed", retryable=bool(e.get("retryable", False)))
     strategy.asked = len(state.trials) + state.reused
@@ -113,7 +113,7 @@ def _retell_reuse(strategy: Strategy, e: dict[str, Any], t: TrialRecord) -> None
     mixture = Mixture.from_dict(e.get("mixture") or t.mixture, strategy.domains)
     matched = e.get("matched") or ("completed" if t.losses is not None else "failed")
     if matched == "completed":
-        strategy.tell(Outcome(mixture, t.losses, t.loss_stderr))
+        strategy.tell(Outcome(mixture, t.losses, t.loss_stderr, fidelity=t.fidelity))
     elif matched == "failed":
         strategy.tell_failed(mixture, t.reason or "failed", retryable=t.retryable)
 

@@ -391,7 +391,7 @@ class FidelitySpec(_Strict):
     """One fidelity a multi-fidelity sweep may train a trial at: a model preset and/or a token budget, and
     what one trial there costs."""
 
-    name: str = Field(..., description="The fidelity's name (journaled with each trial; a letter then letters, digits or _).")
+    name: str = Field(..., description="The fidelity's name (journaled with each trial; letters, digits or _, e.g. 1m).")
     preset: str | None = Field(None, description="Model preset (default: proxy.preset).")
     tokens_per_trial: int | None = Field(None, gt=0, description="Training tokens per trial (default: the proxy's rule at this preset).")
     cost: float | None = Field(None, gt=0, description="Cost of one trial, in any unit shared by all fidelities (e.g. GPU-hours); "
@@ -402,8 +402,9 @@ class FidelitySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _fidelity_name(cls, v: str) -> str:
-        if not _NAME.fullmatch(v) or len(v) > 32:
-            raise ValueError(f"fidelity name {v!r} must be a letter then up to 31 letters, digits or _")
+        # Preset-like names (1m, 60m) are the natural ones; the name becomes a trial option, never a path.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]{0,31}", v):
+            raise ValueError(f"fidelity name {v!r} must be 1-32 letters, digits or _ (e.g. 1m, small)")
         return v
 
     @field_validator("preset")

@@ -50,6 +50,11 @@ class TrialRecord:
         return int((self.options or {}).get("replicate", 0))
 
     @property
+    def fidelity(self) -> str | None:
+        """The fidelity it trained at in a multi-fidelity sweep (trial option `fidelity`); None otherwise."""
+        return (self.options or {}).get("fidelity")
+
+    @property
     def measures_mixture(self) -> bool:
         """False for a run whose losses are not those of a model trained on its mixture: DoReMi's
         proxy run (online mixing) starts at the reference mixture and reweights as it trains, so it
@@ -116,6 +121,11 @@ class SweepState:
     # preset -> the scale-aware model's recommendation at that size (`scale_recommended`; mixture None
     # with a note when it could not be fitted)
     scale_recommendations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Multi-fidelity sweeps (`sweep_started`): name -> {cost, params, tokens}, the fidelity whose runs are
+    # the sweep's best (others are evidence for the model, never the best run), and the cost budget.
+    fidelities: dict[str, dict[str, float]] = field(default_factory=dict)
+    target_fidelity: str | None = None
+    budget_cost: float | None = None
 
     def apply(self, e: dict[str, Any]) -> None:
         """Fold one journal event into the state."""
@@ -133,6 +143,9 @@ class SweepState:
             self.target_tokens = e.get("target_tokens", self.target_tokens)
             self.available_tokens = e.get("available_tokens", self.available_tokens)
             self.target_caps = e.get("target_caps", self.target_caps)
+            self.fidelities = e.get("fidelities", self.fidelities) or {}
+            self.target_fidelity = e.get("target_fidelity", self.target_fidelity)
+            self.budget_cost = e.get("budget_cost", self.budget_cost)
             self.finished = False
         elif kind == "trial_proposed" and e.get("preset"):
             self.ladder[e["trial"]] = TrialRecord(e["trial"], e["mixture"], proposed_seq=e["seq"], preset=e["preset"], role=e.get("role"))
@@ -229,9 +242,24 @@ class SweepState:
         """Trials that re-run a mixture on purpose (the strategy asked for a replicate); they spend budget."""
         return sum(1 for t in self.trials.values() if t.replicate > 0)
 
+    def at_target(self, t: TrialRecord) -> bool:
+        """Whether a trial's losses are of the sweep's own function: always, except the runs of a
+        multi-fidelity sweep at a fidelity other than the target (a loss of another model size)."""
+        return self.target_fidelity is None or t.fidelity == self.target_fidelity
+
     def best(self) -> TrialRecord | None:
-        done = [t for t in self.completed if t.objective is not None and math.isfinite(t.objective) and t.measures_mixture]
+        done = [t for t in self.completed if t.objective is not None and math.isfinite(t.objective) and t.measures_mixture
+                and self.at_target(t)]
         return min(done, key=lambda t: t.objective) if done else None
+
+    def trial_cost(self, t: TrialRecord) -> float:
+        """What a trial spends of `budget.cost` (its fidelity's cost; 0 outside multi-fidelity sweeps)."""
+        return float(self.fidelities.get(t.fidelity, {}).get("cost", 0.0)) if t.fidelity is not None else 0.0
+
+    @property
+    def cost_spent(self) -> float:
+        """Cost of every trial proposed (failed ones too, as for `budget.trials`), in the fidelities' unit."""
+        return sum(self.trial_cost(t) for t in self.trials.values())
 
     def summary(self) -> dict[str, Any]:
         """The object `mixsweep status --json` prints."""
@@ -251,6 +279,10 @@ class SweepState:
             "reused": self.reused,
             "reused_budget": self.reused_budget,
             "replicates": self.replicates,
+            **({"fidelities": self.fidelities, "target_fidelity": self.target_fidelity, "budget_cost": self.budget_cost,
+                "cost_spent": self.cost_spent,
+                "trials_by_fidelity": {f: sum(t.fidelity == f for t in self.trials.values()) for f in self.fidelities}}
+               if self.fidelities else {}),
             "best": {"id": best.id, "objective": best.objective, "mixture": best.mixture} if best else None,
             "recommendation": self.recommendation,
             "resumes": self.resumes,

@@ -27,7 +27,7 @@ from orchestrator.mixture import Mixture, within_caps
 from orchestrator.objective import Objective
 from orchestrator.optimize import Bounds
 from orchestrator.strategies.configs import StrategyConfig
-from orchestrator.strategies.contract import Failure, Outcome, Proposal, Requirements
+from orchestrator.strategies.contract import Failure, FidelityPlan, Outcome, Proposal, Requirements
 
 
 # Recommendation.source: where the mixture comes from.
@@ -103,6 +103,10 @@ class Strategy(abc.ABC):
         # Proposals `ask` has returned so far (sequence strategies continue from it); part of state_dict,
         # and set from the journal's count on resume (resume.retell).
         self.asked = 0
+        # Multi-fidelity sweeps: the fidelities and their costs (set once by the controller), and the cost
+        # budget left before each ask (None: no cost budget). Only `multi_fidelity` strategies read them.
+        self.fidelities: FidelityPlan | None = None
+        self.cost_left: float | None = None
         self.observations: list[Outcome] = []
         self.failures: list[Failure] = []
         self._history: list[Outcome | Failure] = []  # both, in the order told (state_dict)

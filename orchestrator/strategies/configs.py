@@ -45,6 +45,17 @@ class GPConfig(BoundedConfig):
     screen: int = Field(64, ge=4, le=4096, description="Candidates kept (by predicted mean and by mean - 2 std) for qLogNEI.")
 
 
+class MultiFidelityConfig(GPConfig):
+    """`mfgp`: gp over mixture and scale, choosing each trial's fidelity (docs/strategies.md, "Multi-fidelity")."""
+
+    threshold: float = Field(1.0, gt=0, le=100, description="A cheaper fidelity is trained at the chosen mixture while the "
+                             "model's std of the objective there exceeds this many times its run-to-run noise sd.")
+    cheap_share: float = Field(0.25, gt=0, le=1, description="Most of budget.cost the cheaper fidelities may spend "
+                               "(the rest goes to the target fidelity).")
+    scale_mean: Literal["trend", "constant"] = Field(
+        "trend", description="A least-squares trend in log scale per domain under the GP (orchestrator/scale_model.py), or a constant mean.")
+
+
 class RegMixConfig(BoundedConfig):
     prior: Literal["tokens", "uniform"] = Field(
         "tokens", description="Swarm centre: token shares of the prepared data (tokens) or uniform.")
@@ -118,6 +129,7 @@ class TokenPriorConfig(StrategyConfig):
 # Strategy kind -> its options. orchestrator.strategies.STRATEGIES maps the same kinds to the classes.
 CONFIGS: dict[str, type[StrategyConfig]] = {
     "gp": GPConfig,
+    "mfgp": MultiFidelityConfig,
     "bayesopt": BayesOptConfig,
     "regmix": RegMixConfig,
     "mixing_law": MixingLawConfig,

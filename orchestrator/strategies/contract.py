@@ -37,6 +37,9 @@ class Requirements:
     reference_run: bool = False
     # Why it works only inside a sweep, in words (None: it can be fitted to a runs table offline).
     sweep_only: str | None = None
+    # Chooses the fidelity of each trial (`Proposal.options["fidelity"]`), so it needs a spec with
+    # `fidelities:`; a strategy without it trains every trial of a multi-fidelity sweep at the target.
+    multi_fidelity: bool = False
 
     @property
     def offline(self) -> bool:
@@ -45,11 +48,44 @@ class Requirements:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """One fidelity of a multi-fidelity sweep: what a trial there costs (the spec's unit) and its scale."""
+
+    name: str
+    cost: float
+    params: float  # non-embedding parameters of the model trained there
+    tokens: float  # training tokens per trial
+
+
+@dataclass(frozen=True)
+class FidelityPlan:
+    """What a multi-fidelity strategy is told by the controller: the fidelities, the one whose runs count
+    (`target`), the scale its recommendation is for (`at_params`: the production run's when the spec
+    names it, else the target fidelity's), and the cost budget (None: only `budget.trials`)."""
+
+    levels: tuple[Fidelity, ...]
+    target: str
+    at_params: float
+    budget_cost: float | None = None
+
+    def level(self, name: str | None) -> Fidelity:
+        """The named fidelity (None: the target, which is what a run without a fidelity trained at)."""
+        name = self.target if name is None else name
+        return next(f for f in self.levels if f.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"levels": [f.__dict__ for f in self.levels], "target": self.target, "at_params": self.at_params,
+                "budget_cost": self.budget_cost}
+
+
+@dataclass(frozen=True)
 class Proposal:
     """A mixture to train, with the trainer options this trial needs: {"token_logprobs": True} for an
     expert, {"save_final_weights": True} or {"online": {...}} for DoReMi's reference and proxy runs,
-    {"replicate": r} for a deliberate re-run. Options are part of the trial's id and are journaled with
-    its proposal; only the proxy trainer acts on them. Empty for an ordinary trial."""
+    {"replicate": r} for a deliberate re-run, {"fidelity": name} for a trial of a multi-fidelity sweep.
+    Options are part of the trial's id and are journaled with its proposal; only the proxy trainer acts
+    on them (the fidelity is the controller's: it picks the preset, tokens or table). Empty for an
+    ordinary trial."""
 
     mixture: Mixture
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -82,12 +118,14 @@ class Artifacts:
 @dataclass(frozen=True)
 class Outcome:
     """A completed trial: its mixture, per-domain validation losses and their standard errors
-    (nats/token; stderr may be empty), and what it wrote for the strategy."""
+    (nats/token; stderr may be empty), what it wrote for the strategy, and the fidelity it trained at
+    (None: the sweep's own proxy; a multi-fidelity sweep names one of `fidelities`)."""
 
     mixture: Mixture
     losses: Mapping[str, float]
     loss_stderr: Mapping[str, float] | None = field(default_factory=dict)
     artifacts: Artifacts = Artifacts()
+    fidelity: str | None = None
 
     def __post_init__(self) -> None:  # own copies, as floats: a caller's dict changing later changes nothing here
         object.__setattr__(self, "losses", {str(d): float(v) for d, v in self.losses.items()})
@@ -95,12 +133,14 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return {"mixture": self.mixture.as_dict(), "losses": dict(self.losses), "loss_stderr": dict(self.loss_stderr),
-                **({"artifacts": self.artifacts.to_json()} if self.artifacts.to_json() else {})}
+                **({"artifacts": self.artifacts.to_json()} if self.artifacts.to_json() else {}),
+                **({"fidelity": self.fidelity} if self.fidelity is not None else {})}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], domains: tuple[str, ...]) -> "Outcome":
         return cls(Mixture.from_dict(data["mixture"], domains), {d: float(v) for d, v in data["losses"].items()},
-                   {d: float(v) for d, v in (data.get("loss_stderr") or {}).items()}, Artifacts.from_json(data.get("artifacts")))
+                   {d: float(v) for d, v in (data.get("loss_stderr") or {}).items()}, Artifacts.from_json(data.get("artifacts")),
+                   data.get("fidelity"))
 
 
 @dataclass(frozen=True)

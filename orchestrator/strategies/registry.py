@@ -12,10 +12,11 @@ from orchestrator.strategies.experts import MDE, MixMin
 from orchestrator.strategies.fixed import Fixed, TokenPrior
 from orchestrator.strategies.gp import GP
 from orchestrator.strategies.laws import BiMix, MixingLaw
+from orchestrator.strategies.multifidelity import MultiFidelityGP
 from orchestrator.strategies.regmix import RegMix
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.kind: cls for cls in (BayesOpt, GP, RegMix, MixingLaw, BiMix, MDE, MixMin, DoReMi, Sobol, Uniform, Fixed, TokenPrior)
+    cls.kind: cls for cls in (BayesOpt, GP, MultiFidelityGP, RegMix, MixingLaw, BiMix, MDE, MixMin, DoReMi, Sobol, Uniform, Fixed, TokenPrior)
 }
 
 

@@ -312,6 +312,10 @@ def test_no_strategy_proposes_above_a_cap():
     for kind in sorted(STRATEGIES):
         s = build_strategy(kind, options.get(kind, {}), domains, objective, seed=0)
         s.domain_tokens = {"a": 10**6, "b": 10**6, "small": 5_000}
+        if s.requirements.multi_fidelity:  # a multi-fidelity sweep tells it its fidelities; untagged runs are the target's
+            from orchestrator.strategies.contract import Fidelity, FidelityPlan
+
+            s.fidelities = FidelityPlan((Fidelity("small", 1.0, 1e6, 1e7), Fidelity("large", 10.0, 6e7, 1e7)), "large", 6e7)
         if kind in ("mde", "mixmin"):  # one expert per domain trains on "small" alone: refused up front
             with pytest.raises(ValueError, match="'small'.*raise data.max_epochs"):
                 s.set_caps(caps)

@@ -158,7 +158,7 @@ NO_MODEL = "--predict needs a strategy with a surrogate"
 OFFLINE = {
     "bayesopt": ("ok", "ok", "ok"), "gp": ("ok", "ok", "ok"), "regmix": ("ok", "ok", "ok"),
     "mixing_law": ("ok", "ok", "ok"), "bimix": ("ok", "ok", "ok"),
-    "mde": (SWEEP_ONLY,) * 3, "mixmin": (SWEEP_ONLY,) * 3, "doremi": ("runs table cannot replay",) * 3,
+    "mde": (SWEEP_ONLY,) * 3, "mfgp": (SWEEP_ONLY,) * 3, "mixmin": (SWEEP_ONLY,) * 3, "doremi": ("runs table cannot replay",) * 3,
     "sobol": ("ok", "ok", NO_MODEL), "uniform": ("ok", "ok", NO_MODEL), "fixed": ("ok", "ok", NO_MODEL),
     "token_prior": ("needs the tokens per domain",) * 3,
 }

@@ -102,7 +102,7 @@ def test_bayesopt_accepts_results_it_did_not_propose_and_rebuilds_from_state():
 
 
 def test_registry_lists_the_strategies_of_this_release():
-    release = {"gp", "bayesopt", "regmix", "mixing_law", "bimix", "mde", "mixmin", "doremi",
+    release = {"gp", "mfgp", "bayesopt", "regmix", "mixing_law", "bimix", "mde", "mixmin", "doremi",
                "sobol", "uniform", "fixed", "token_prior"}
     assert set(STRATEGIES) == release  # a strategy deleted (or added without docs and tests) fails here
     assert {k: cls.Config for k, cls in STRATEGIES.items()} == CONFIGS  # the spec validates exactly these options
