@@ -2,7 +2,7 @@
 
     mixsweep recommend --runs RUNS [--objective mean|loss.<d>|weighted:<d>=<x>,...|worst|worst:excess]
                        [--constraints max_excess=<x>,loss.<d><=<x>,...] [--strategy NAME] [--options JSON]
-                       [--at-params P] [--at-tokens D] [--propose N] [--predict CANDIDATES] --out FILE
+                       [--at-params P] [--at-tokens D] [--target SPEC] [--propose N] [--predict CANDIDATES] --out FILE
 
 - no --propose/--predict: the recommended mixture with predicted per-domain losses and std (JSON);
 - --propose N: the next N mixtures to run (JSON, or a runs table when FILE ends in .csv/.parquet);
@@ -10,6 +10,10 @@
   and `predicted_std` columns added (CSV, Parquet or JSON records, by FILE's extension).
 
 Every table's runs are told to the strategy in row order, so the answer is deterministic given --seed.
+
+--target SPEC caps the answer at a spec's production run (orchestrator/target.py: data.max_epochs x
+declared available tokens / target.tokens); the recommendation then carries the unconstrained optimum
+beside it (`target` block), as a sweep's recommendation.json does.
 
 A table of several scales (`scale.params`, `scale.tokens` columns with more than one value) is fitted
 by the `gp` strategy over mixture and scale (orchestrator/scale_model.py: `ScaleGP`), which recommends
@@ -299,6 +303,9 @@ def recommend_command(
                                               "non-embedding parameters (default: the largest scale.params in the table)."),
     at_tokens: Optional[float] = typer.Option(None, "--at-tokens", help="A table of several scales: answer at this many "
                                               "training tokens (default: the largest scale.tokens in the table)."),
+    target: Optional[Path] = typer.Option(None, "--target", help="A sweep spec whose `target:` (tokens, available_tokens for "
+                                          "every domain) and data.max_epochs cap the answer at the production run; the "
+                                          "recommendation then also gives the unconstrained optimum (docs/spec.md, target)."),
 ) -> None:
     """Fit a strategy to past runs: recommend a mixture, propose the next runs, or score candidates."""
     if propose is not None and predict is not None:
@@ -315,21 +322,57 @@ def recommend_command(
     if scale is not None and propose is not None:
         raise RunsTableError(f"--propose: the runs table holds {len(table.scales())} scales, and choosing the next runs would "
                              "need a scale for each; propose from the runs of one scale, or recommend/--predict at a scale")
+    target = target if isinstance(target, Path) else None
+    if target is not None and scale is not None:
+        raise RunsTableError("--target: the runs table holds several scales; cap the runs of one scale, or drop --target")
+    capping = target_caps_of(target, table) if target is not None else None  # checked before anything is fitted
     fitted = fit_strategy(table, parse_objective(objective, table.loss_domains, constraints), strategy, seed,
                           parse_options(options), at_params, at_tokens)
+    capped = capped_strategy(fitted, *capping, target) if capping is not None else None
     context = {"runs": str(runs), "runs_used": len(table), "strategy": strategy, "objective_spec": objective,
                **({"constraints": constraints} if constraints else {}), **({"options": parse_options(options)} if options else {}),
-               **(scale_context(table, scale) if scale is not None else {})}
+               **(scale_context(table, scale) if scale is not None else {}), **({"target_spec": str(target)} if target else {})}
     try:
-        _answer(fitted, out, context, propose, predict)
+        _answer(fitted, out, context, propose, predict, capped, seed)
     except RunsTableError:
         raise
     except ValueError as err:  # what the strategy cannot do with this table, in its own words
         raise RunsTableError(f"--strategy {strategy}: {str(err).splitlines()[0]}") from None
 
 
-def _answer(fitted: Strategy, out: Path, context: dict[str, Any], propose: int | None, predict: Path | None) -> None:
-    """Write the recommendation, the proposals or the scored candidates to `out`."""
+def target_caps_of(path: Path, table: RunsTable):
+    """--target: the spec's target caps (orchestrator/target.py) and their minimum with none (a runs table
+    has no proxy caps). A runs table holds no token counts, so every domain's available tokens must be
+    declared; one-line errors otherwise."""
+    from orchestrator.spec import SpecError, load_spec
+    from orchestrator.target import combined_caps, target_caps
+
+    spec = load_spec(path)
+    if set(spec.domain_names) != set(table.domains):
+        raise RunsTableError(f"--target {path}: its domains {list(spec.domain_names)} must be the table's weight columns {list(table.domains)}")
+    t = target_caps(spec, None, no_data="a runs table holds no token counts")
+    if t is None:
+        raise SpecError(f"--target {path}: the spec has no `target.tokens`; add `target: {{tokens: N, available_tokens: {{...}}}}`")
+    return t, combined_caps(None, t)
+
+
+def capped_strategy(fitted: Strategy, t, caps: dict[str, float], path: Path):
+    """Set the target caps on the fitted strategy; returns (TargetCaps, the bounds without them)."""
+    from orchestrator.spec import SpecError
+
+    free = fitted.bounds
+    try:
+        fitted.set_caps(caps)
+    except ValueError as err:  # the strategy's floor or bounds above a cap
+        raise SpecError(f"--target {path}: {str(err).splitlines()[0]}") from None
+    return t, free
+
+
+def _answer(fitted: Strategy, out: Path, context: dict[str, Any], propose: int | None, predict: Path | None,
+            capped=None, seed: int = 0) -> None:
+    """Write the recommendation, the proposals or the scored candidates to `out`; with `capped` (--target:
+    TargetCaps and the bounds without them) the recommendation honours the target caps and carries the
+    unconstrained optimum beside it, as a sweep's recommendation.json does."""
     if predict is not None:
         frame = predict_candidates(fitted, read_frame(predict), f"candidates {predict.name}")
         _write_table_or_json(frame, out, context)
@@ -341,7 +384,15 @@ def _answer(fitted: Strategy, out: Path, context: dict[str, Any], propose: int |
         typer.echo(f"proposed {len(mixtures)} mixtures -> {out}")
     else:
         rec = fitted.recommend()
-        _write_json(out, {**context, **rec.to_json()})
+        body = rec.to_json()
+        if capped is not None:
+            from orchestrator.target import feasible_or_best_inside, optima
+
+            t, free = capped
+            rec = feasible_or_best_inside(fitted, rec, fitted.caps or {}) or rec
+            body = {**rec.to_json(), "target": optima(fitted, rec, t, fitted.caps or {}, free, seed)}
+            typer.echo(f"target run: {body['target']['summary']}")
+        _write_json(out, {**context, **body})
         typer.echo(f"recommended mixture ({rec.source}; predicted objective {rec.objective:.4f}) -> {out}")
 
 

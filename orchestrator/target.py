@@ -55,16 +55,18 @@ class TargetCaps:
         return {"target_tokens": self.tokens, "available_tokens": self.available, "target_caps": self.caps}
 
 
-def target_caps(spec: SweepSpec, domain_tokens: Mapping[str, int] | None) -> TargetCaps | None:
+def target_caps(spec: SweepSpec, domain_tokens: Mapping[str, int] | None, no_data: str | None = None) -> TargetCaps | None:
     """The target run's caps (None when the spec gives no `target.tokens`); SpecError, one line naming
-    `target.available_tokens`, when a domain's available tokens are neither declared nor read from data."""
+    `target.available_tokens`, when a domain's available tokens are neither declared nor read from data
+    (`no_data`: why there are no token counts, default the trainer's)."""
     t = spec.target
     if t is None or t.tokens is None:
         return None
     declared = dict(t.available_tokens or {})
     missing = [d for d in spec.domain_names if d not in declared and (domain_tokens is None or d not in domain_tokens)]
     if missing:
-        raise SpecError(f"`target.available_tokens`: the trainer {spec.trainer.kind!r} reads no data, so the tokens available "
+        why = no_data or f"the trainer {spec.trainer.kind!r} reads no data"
+        raise SpecError(f"`target.available_tokens`: {why}, so the tokens available "
                         f"to the target run must be declared for {missing}; add `target: {{available_tokens: {{{missing[0]}: N, ...}}}}` "
                         "or remove target.tokens")
     available = {d: float(declared[d]) if d in declared else float(domain_tokens[d]) for d in spec.domain_names}

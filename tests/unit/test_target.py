@@ -145,3 +145,33 @@ def test_a_seed_run_beyond_the_target_cap_is_not_recommended():
     assert rec.mixture == seed
     fixed = feasible_or_best_inside(s, rec, t.caps)
     assert not over_cap(fixed.mixture.as_dict(), t.caps) and "exceeds the target caps" in fixed.notes[-1]
+
+
+def test_recommend_with_a_target_spec_caps_a_runs_table_answer(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from orchestrator.recommend import recommend_command
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for w in rng.dirichlet(np.ones(3), size=16):
+        m = dict(zip(DOMAINS, w))
+        rows.append({**{f"weight.{d}": m[d] for d in DOMAINS}, **{f"loss.{d}": v for d, v in synthetic_losses(m, OPTIMUM).items()}})
+    runs = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(runs, index=False)
+    spec = tmp_path / "spec.yaml"
+    domains = "domains: {small: {}, web: {}, code: {}}\ntrainer: {kind: synthetic}\n"
+    spec.write_text(domains + "target: {tokens: 1.0e12, available_tokens: {small: 1.0e11, web: 5.0e12, code: 5.0e12}}\n")
+    out = tmp_path / "rec.json"
+    recommend_command(runs=runs, out=out, objective="mean", strategy="gp", propose=None, predict=None, seed=0,
+                      options='{"fit_maxiter": 50}', target=spec)  # the sweep's fit, not the offline 200 steps: faster
+    body = json.loads(out.read_text())
+    assert body["mixture"]["small"] <= 0.4 + 1e-4 and body["target"]["unconstrained"]["mixture"]["small"] > 0.45
+    assert body["target"]["over_cap"] == ["small"] and body["target_spec"] == str(spec)
+
+    spec.write_text(domains + "target: {tokens: 1.0e12, available_tokens: {small: 1.0e11}}\n")
+    with pytest.raises(SpecError) as err:
+        recommend_command(runs=runs, out=out, objective="mean", strategy="gp", propose=None, predict=None, seed=0, options="", target=spec)
+    assert "\n" not in str(err.value) and "`target.available_tokens`: a runs table holds no token counts" in str(err.value)
