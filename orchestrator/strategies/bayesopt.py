@@ -173,15 +173,14 @@ class BayesOpt(Predictive):
     def _opening(self, n: int) -> list[Mixture]:
         """With mixsweep's model, the first trials are `gp`'s opening, attached to Ax before its Sobol
         points: the reference mixture, then for a target or weighted objective two mixtures towards its
-        own domains (ModelStrategy.objective_points says why). Up to n not asked yet; none once enough
+        own domains (model_based.objective_points says why). Up to n not asked yet; none once enough
         results are in (from a runs table or a resumed sweep)."""
         if self.config.method != "mixsweep" or len(self.observations) >= self.min_runs():
             return []
-        from orchestrator.strategies.model_based import ModelStrategy
+        from orchestrator.strategies.model_based import objective_points
 
         reference = self.objective.reference_point(self.domains)
-        # objective_points reads only the objective and the domains, which this strategy has too.
-        points = np.vstack([reference[None, :], ModelStrategy.objective_points(self, reference)])
+        points = np.vstack([reference[None, :], objective_points(self.objective, self.domains, reference)])
         out = [Mixture.from_array(self.domains, w) for w in points[self.asked:self.asked + n]]
         for m in out:
             self._ensure_known(m)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.mixture import Mixture
-from orchestrator.objective import CONSTRAINT_PENALTY
+from orchestrator.objective import CONSTRAINT_PENALTY, Objective
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
 from orchestrator.strategies.base import Predictive, Recommendation
 from orchestrator.strategies.configs import BoundedConfig
@@ -30,6 +30,28 @@ from orchestrator.surrogates.noise import FixedNoise, pool_replicates
 RECOMMEND_RISK = 1.0
 # SLSQP iterations per polished start under a constraint penalty (docs/benchmarks.md, "Objectives").
 POLISH_ITERS_CONSTRAINED = 15
+
+
+def objective_points(objective: Objective, domains: tuple[str, ...], reference: np.ndarray) -> np.ndarray:
+    """Design points tilted towards the training domains the objective reads, (0-2, k); the opening of
+    `gp` and the other model strategies after the reference mixture, and of `bayesopt`.
+
+    Why: a target (or weighted) objective is usually minimised near the face of its own domains
+    (pile_cc's optimum on the RegMix runs has 0.88 of pile_cc), where a space-filling design in k
+    dimensions almost never goes and a stationary GP does not extrapolate. Two points, half and
+    85% of the way from uniform to the objective's own domains, show the model that direction
+    from the start (measured with `mixsweep bench`: docs/benchmarks.md, "Replay bench"). None
+    when the objective reads the domains as the reference mixture already weighs them."""
+    if not objective.linear:
+        return np.empty((0, len(domains)))
+    tilt = np.array([max(objective.coefficients.get(d, 0.0), 0.0) for d in domains])
+    if tilt.sum() <= 0:
+        return np.empty((0, len(domains)))
+    tilt /= tilt.sum()
+    if np.max(np.abs(tilt - reference)) < 0.05:
+        return np.empty((0, len(domains)))
+    uniform = np.full(len(domains), 1.0 / len(domains))
+    return np.array([0.5 * tilt + 0.5 * uniform, 0.85 * tilt + 0.15 * uniform])
 
 
 class ModelStrategy(Predictive):
@@ -96,28 +118,8 @@ class ModelStrategy(Predictive):
         # The first point is the objective's reference mixture (uniform unless the spec names one):
         # `excess` and `max_excess` are measured against its run.
         first = self.objective.reference_point(self.domains)[None, :]
-        pts = np.vstack([first, self.objective_points(first[0]), sobol_simplex(max(count - 1, 1), k, seed=self.seed)])
+        pts = np.vstack([first, objective_points(self.objective, self.domains, first[0]), sobol_simplex(max(count - 1, 1), k, seed=self.seed)])
         return project(pts[:count], self.bounds)
-
-    def objective_points(self, reference: np.ndarray) -> np.ndarray:
-        """Design points tilted towards the training domains the objective reads, (0-2, k).
-
-        Why: a target (or weighted) objective is usually minimised near the face of its own domains
-        (pile_cc's optimum on the RegMix runs has 0.88 of pile_cc), where a space-filling design in k
-        dimensions almost never goes and a stationary GP does not extrapolate. Two points, half and
-        85% of the way from uniform to the objective's own domains, show the model that direction
-        from the start (measured with `mixsweep bench`: docs/benchmarks.md, "Replay bench"). None
-        when the objective reads the domains as the reference mixture already weighs them."""
-        if not self.objective.linear:
-            return np.empty((0, len(self.domains)))
-        tilt = np.array([max(self.objective.coefficients.get(d, 0.0), 0.0) for d in self.domains])
-        if tilt.sum() <= 0:
-            return np.empty((0, len(self.domains)))
-        tilt /= tilt.sum()
-        if np.max(np.abs(tilt - reference)) < 0.05:
-            return np.empty((0, len(self.domains)))
-        uniform = np.full(len(self.domains), 1.0 / len(self.domains))
-        return np.array([0.5 * tilt + 0.5 * uniform, 0.85 * tilt + 0.15 * uniform])
 
     def training_data(self) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         """X (n, k) mixtures, Y (n, m) losses and the m loss domains every observation reports: one row
