@@ -89,3 +89,34 @@ def test_expert_strategies_recommend_no_worse_than_any_observed_run(kind):
     # each strategy's own prediction at the observed runs: MDE's regression, MixMin's held-out ensemble loss
     predict = (lambda W: s._predict(ens, W)) if kind == "mde" else (lambda W: ens.losses(W, s.solve(ens)[2]))
     assert rec.objective <= MEAN.values(predict(observed), ens.eval_domains).min() + 1e-9
+
+
+def _fake_predictor(s, optimum: np.ndarray, gain: float, optimum_std: float):
+    """Predicts each run at its observed losses (std 0.01) and `optimum` `gain` nats below the best run."""
+    runs = np.array([o.mixture.as_array() for o in s.observations])
+    observed = np.array([[o.losses[d] for d in DOMAINS] for o in s.observations])
+
+    def predict(W):
+        mean, std = np.empty((len(W), 4)), np.full((len(W), 4), 0.01)
+        for i, w in enumerate(W):
+            if np.allclose(w, optimum):
+                mean[i], std[i] = observed.mean(axis=1).min() - gain, 2 * optimum_std  # mean of 4 halves the std
+            else:
+                mean[i] = observed[np.argmin(np.abs(runs - w).sum(axis=1))]
+        return mean, std, DOMAINS
+    return predict
+
+
+def test_an_optimum_better_only_within_its_std_is_not_recommended():
+    # The bench's mixing_law case: an optimum at a vertex no run is near, predicted 0.025 better than the
+    # best run with a std of 0.08, was 0.8 nats worse by the truth; the old rule recommended it.
+    s = told("bimix", {}, runs=8)
+    vertex = np.array([0.0, 0.0, 0.0, 1.0])
+    rec = s.best_predicted(vertex, _fake_predictor(s, vertex, gain=0.025, optimum_std=0.08), [])
+    assert rec.source == IN_SAMPLE
+    assert rec.mixture in [o.mixture for o in s.observations]
+    assert "± 0.0800" in rec.notes[-1]
+    # a gain of more than half the std keeps the optimum
+    rec = s.best_predicted(vertex, _fake_predictor(s, vertex, gain=0.05, optimum_std=0.08), [])
+    assert rec.source == MODEL
+    assert rec.mixture.as_array() == pytest.approx(vertex)
