@@ -39,13 +39,14 @@ from orchestrator.lock import SweepLock
 from orchestrator.metrics import SweepMetrics
 from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
+from orchestrator.fidelity import fidelity_plan
 from orchestrator.spec import SpecError, SweepSpec
 from orchestrator.state import SweepState
 from orchestrator.storage import SweepStore
 from orchestrator.runner import DivergenceBound, Ended, FaultHook, Job, TrialRunner
 from orchestrator.sweepdir import JOURNAL, REPORT, SPEC, STRATEGY, read_frozen_spec, write_json_atomic
 from orchestrator.strategies import Recommendation, Strategy, build_strategy
-from orchestrator.strategies.contract import Artifacts, Fidelity, FidelityPlan, Outcome
+from orchestrator.strategies.contract import Artifacts, Outcome
 from orchestrator.export import refresh_exports
 from orchestrator.resume import adoptable_results, adopted_completion, check_not_orphaned, check_resumable, retell
 from orchestrator.trial import TrialStatus
@@ -548,17 +549,6 @@ def check_requirements(strategy: Strategy, spec: SweepSpec, objective: Objective
         log(f"warning: the objective is measured against a run at the reference mixture (`excess`, `max_excess`), "
             f"which strategy {kind} does not propose; until a trial lands there, `excess` is the plain worst loss "
             "and `max_excess` is not checked")
-
-
-def fidelity_plan(spec: SweepSpec) -> FidelityPlan | None:
-    """The fidelities a multi-fidelity sweep's strategy is told (None: a single-fidelity sweep)."""
-    if not spec.fidelities:
-        return None
-    levels = tuple(Fidelity(f.name, spec.fidelity_cost(f.name), float(spec.fidelity_params(f.name)),
-                            float(spec.fidelity_tokens(f.name))) for f in spec.fidelities)
-    target = spec.target_fidelity
-    at = spec.target.params if spec.target is not None and spec.target.params is not None else spec.fidelity_params(target)
-    return FidelityPlan(levels, target, float(at), spec.budget.cost)
 
 
 def _options_key(options: dict[str, Any] | None) -> str:

@@ -155,6 +155,9 @@ def rebuild_strategy(spec, state: SweepState, events: list[dict[str, Any]]) -> t
     strategy = build_strategy(spec.strategy.kind, spec.strategy.options, spec.domain_names,
                               Objective.from_spec(spec.objective, spec.domain_names), spec.seed)
     strategy.domain_tokens = state.domain_tokens
+    from orchestrator.fidelity import fidelity_plan
+
+    strategy.fidelities = fidelity_plan(spec)  # mfgp reads each run's fidelity (None: not a multi-fidelity sweep)
     retell(strategy, events, state)
     if isinstance(strategy, ModelStrategy) and len(strategy.observations) < max(strategy.min_runs(), 1):
         return None, f"{spec.strategy.kind} needs {strategy.min_runs()} completed trials to model"
@@ -239,7 +242,7 @@ def report_models(spec, state: SweepState, events: list[dict[str, Any]]) -> tupl
 def _observed(state: SweepState, mixture: Mixture, base_preset: str | None) -> Any:
     """A completed trial at the sweep's scale (a sweep trial or a ladder trial at its first preset) of `mixture`."""
     for t in [*state.completed, *state.ladder.values()]:
-        if t.status == TrialStatus.COMPLETED and (t.preset in (None, base_preset)) and \
+        if t.status == TrialStatus.COMPLETED and (t.preset in (None, base_preset)) and state.at_target(t) and \
                 Mixture.from_dict(t.mixture, mixture.domains).key() == mixture.key():
             return t
     return None
@@ -288,9 +291,12 @@ def leave_one_out(strategy) -> dict[str, Any] | None:
     """Refit the strategy's surrogate without each trial (at most LOO_MAX_TRIALS of them) and predict it."""
     from scipy.stats import spearmanr
 
+    from orchestrator.strategies.model_based import ModelStrategy, refit_held_out
     from orchestrator.surrogates.base import single_threaded
 
     X, Y, loss_domains = strategy.training_data()
+    held_out = strategy.held_out if isinstance(strategy, ModelStrategy) else \
+        (lambda X, Y, i: refit_held_out(strategy.make_surrogate, X, Y, i))
     n = len(X)
     if n < max(strategy.min_runs(), 1) + 1:
         return None
@@ -298,9 +304,7 @@ def leave_one_out(strategy) -> dict[str, Any] | None:
     pred, std = np.zeros((len(held), Y.shape[1])), np.zeros((len(held), Y.shape[1]))
     with single_threaded():
         for j, i in enumerate(held):
-            keep = np.arange(n) != i
-            surrogate = strategy.make_surrogate().fit(X[keep], Y[keep])
-            m, s = surrogate.predict(X[i:i + 1])
+            m, s = held_out(X, Y, i)
             pred[j], std[j] = m[0], s[0]
     obs = Y[held]
     rho = {}

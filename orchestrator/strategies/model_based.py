@@ -149,6 +149,12 @@ class ModelStrategy(Predictive):
         Y = np.array([[o.losses[d] for d in loss_domains] for o in self.observations])
         return X, Y, loss_domains
 
+    def held_out(self, X: np.ndarray, Y: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row i of the training data predicted (mean, std (1, m)) by the surrogate refitted without it:
+        the report's leave-one-out. A strategy whose rows differ by more than the mixture (mfgp: each
+        row's scale) overrides it."""
+        return refit_held_out(self.make_surrogate, X, Y, i)
+
     def modelled_domains(self, reported: tuple[str, ...]) -> tuple[str, ...]:
         """The loss domains to model, of those every run reports (default: all)."""
         return reported
@@ -226,6 +232,12 @@ class ModelStrategy(Predictive):
             surrogate, loss_domains = self.surrogate()
             mean, std = surrogate.predict(W)
         return mean, std, loss_domains
+
+
+def refit_held_out(make_surrogate, X: np.ndarray, Y: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row i of X (n, k), Y (n, m) predicted by a fresh surrogate fitted to the other rows, (1, m) each."""
+    keep = np.arange(len(X)) != i
+    return make_surrogate().fit(X[keep], Y[keep]).predict(X[i:i + 1])
 
 
 class OptimumStrategy(ModelStrategy):

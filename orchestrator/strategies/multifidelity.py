@@ -42,6 +42,7 @@ from orchestrator.strategies.base import Recommendation
 from orchestrator.strategies.configs import MultiFidelityConfig
 from orchestrator.strategies.contract import FidelityPlan, Proposal, Requirements
 from orchestrator.surrogates.base import single_threaded
+from orchestrator.surrogates.noise import pool_replicates
 from orchestrator.surrogates.gp import DTYPE, posterior_mean_std
 
 
@@ -78,12 +79,39 @@ class MultiFidelityGP(ScaleGP):
         return Scale(params if use_params else None, self.plan.level(None).tokens if name is None and use_tokens
                      else (level.tokens if use_tokens else None))
 
+    def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+        """The training rows: mixtures X (n, k), their scales (n, 2: params, tokens) and losses Y (n, m).
+        Replicates are pooled per (mixture, fidelity) (surrogates/noise.py): one mixture at two fidelities
+        is two functions' values, not two runs of one."""
+        X, Y, loss_domains = self.observed_data()
+        S = np.array([[f.params, f.tokens] for f in (self.plan.level(o.fidelity) for o in self.observations)], dtype=float)
+        pooled = pool_replicates(np.column_stack([X, S]), Y)
+        if pooled is None:
+            return X, S, Y, loss_domains
+        k = X.shape[1]
+        return pooled.X[:, :k], pooled.X[:, k:], pooled.Y, loss_domains
+
+    def training_data(self) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        X, _, Y, loss_domains = self._rows()
+        return X, Y, loss_domains
+
+    def training_noise(self) -> None:
+        return None  # the scale-aware GP infers its noise (a replicated mixture's rows are its mean)
+
     def make_surrogate(self) -> AtScale:
         use_params, use_tokens = self._inputs()
-        levels = [self.plan.level(o.fidelity) for o in self.observations]
-        params = np.array([f.params for f in levels], dtype=float) if use_params else None
-        tokens = np.array([f.tokens for f in levels], dtype=float) if use_tokens else None
-        return AtScale(ScaleAwareGP(self.config.fit_maxiter, self.config.scale_mean), params, tokens, self._at())
+        S = self._rows()[1] if self.observations else np.zeros((0, 2))
+        return AtScale(ScaleAwareGP(self.config.fit_maxiter, self.config.scale_mean), S[:, 0] if use_params else None,
+                       S[:, 1] if use_tokens else None, self._at())
+
+    def held_out(self, X: np.ndarray, Y: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row i predicted at its own fidelity's scale by the model refitted without it: a cheap run is
+        checked against what the model says a cheap run gives there, not against the target."""
+        use_params, use_tokens = self._inputs()
+        S, keep = self._rows()[1], np.arange(len(X)) != i
+        at = Scale(S[i, 0] if use_params else None, S[i, 1] if use_tokens else None)
+        model = ScaleAwareGP(self.config.fit_maxiter, self.config.scale_mean)
+        return AtScale(model, S[keep, 0] if use_params else None, S[keep, 1] if use_tokens else None, at).fit(X[keep], Y[keep]).predict(X[i:i + 1])
 
     def cheap_spent(self) -> float:
         """Cost spent so far at fidelities other than the target (told outcomes and failures alike)."""

@@ -89,3 +89,16 @@ def test_mfgp_without_fidelities_says_what_to_add():
     s = build_strategy("mfgp", {}, DOMAINS, objective, seed=0)
     with pytest.raises(ValueError, match="fidelities"):
         s.plan
+
+
+def test_one_mixture_at_two_fidelities_is_two_rows_and_its_replicates_at_one_are_pooled():
+    s = strategy()
+    rng = np.random.default_rng(6)
+    W = rng.dirichlet(np.ones(3), 6)
+    tell(s, W, SMALL)
+    tell(s, W[:2], LARGE, seed=1)  # the same mixtures at the target: another function's values
+    X, Y, _ = s.training_data()
+    assert len(X) == 8
+    tell(s, W[:1], SMALL, seed=9)  # a replicate at the small fidelity (another seed's noise)
+    X, Y, _ = s.training_data()
+    assert len(X) == 8 and len(s.surrogate()[0].params) == 8  # pooled into one row, scales kept row for row
