@@ -66,7 +66,7 @@ def validate(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
 
         tokens, vocab = prepare_domains(data_request(s), s.proxy.seq_len or PRESETS[s.proxy.preset].seq_len, log=lambda m: None)
         try:  # the same caps, and the same one-line error, as `mixsweep run`
-            caps = token_caps({d: t.train_tokens for d, t in tokens.items()}, s.proxy.training_tokens(), s.data.max_epochs)
+            caps = token_caps({d: t.train_tokens for d, t in tokens.items()}, s.largest_trial_tokens(), s.data.max_epochs)
         except ValueError as err:
             raise DataError(str(err)) from None
         for name, t in tokens.items():

@@ -134,7 +134,7 @@ class Controller:
             tokens = prepared.domain_tokens
             self.strategy.domain_tokens = tokens
             try:
-                caps = token_caps(tokens, self.spec.proxy.training_tokens(), self.spec.data.max_epochs)
+                caps = token_caps(tokens, self.spec.largest_trial_tokens(), self.spec.data.max_epochs)
             except ValueError as err:
                 raise DataError(str(err)) from None
             self._data_journal = {"domain_tokens": tokens, "caps": caps, "max_epochs": self.spec.data.max_epochs}

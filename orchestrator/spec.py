@@ -590,6 +590,11 @@ class SweepSpec(_Strict):
             return f.cost
         return 6.0 * self.fidelity_params(name) * self.fidelity_tokens(name) / 1e15
 
+    def largest_trial_tokens(self) -> int:
+        """Training tokens of the largest trial the sweep may run: the proxy's, or in a multi-fidelity sweep
+        the largest fidelity's (a data cap must hold at every fidelity a strategy may pick)."""
+        return max([self.proxy.training_tokens(), *(self.fidelity_tokens(f.name) for f in self.fidelities or [])])
+
     @property
     def target_fidelity(self) -> str | None:
         """The fidelity whose runs count as the sweep's (None: a single-fidelity sweep)."""

@@ -106,6 +106,24 @@ HOSTILE = [  # (id, spec text, substrings of the one-line error)
     ("target-available-unknown-domain", HEAD + THREE + "target: {tokens: 1e9, available_tokens: {poetry: 5}}\n",
      ["`target.available_tokens.poetry`", "unknown domain"]),
     ("target-available-list", HEAD + THREE + "target: {tokens: 1e9, available_tokens: [books]}\n", ["`target.available_tokens`", "dictionary"]),
+    # multi-fidelity sweeps: a fidelity name becomes a trial option (never a path), costs are positive numbers
+    ("fidelity-one", HEAD + THREE + "fidelities: [{name: small, preset: debug}]\n", ["`fidelities`", "at least 2"]),
+    ("fidelity-name-path", HEAD + THREE + "fidelities: [{name: ../x, preset: debug}, {name: big, preset: 1m}]\n",
+     ["`fidelities.0.name`", "letters, digits"]),
+    ("fidelity-same-name", HEAD + THREE + "fidelities: [{name: a, preset: debug}, {name: a, preset: 1m}]\n", ["`fidelities`", "distinct"]),
+    ("fidelity-same-run", HEAD + THREE + "fidelities: [{name: a, preset: 1m}, {name: b, preset: 1m}]\n", ["`fidelities`", "same model"]),
+    ("fidelity-cost-zero", HEAD + THREE + "fidelities: [{name: a, preset: debug, cost: 0}, {name: b, preset: 1m}]\n",
+     ["`fidelities.0.cost`", "greater than 0"]),
+    ("fidelity-cost-nan", HEAD + THREE + "fidelities: [{name: a, preset: debug, cost: .nan}, {name: b, preset: 1m}]\n",
+     ["`fidelities.0.cost`", "finite"]),
+    ("fidelity-unknown-preset", HEAD + THREE + "fidelities: [{name: a, preset: huge}, {name: b, preset: 1m}]\n",
+     ["`fidelities.0.preset`", "unknown preset"]),
+    ("fidelity-table-missing", HEAD + THREE + "fidelities: [{name: a, preset: debug, runs: ../../etc/x.csv}, {name: b, preset: 1m}]\n",
+     ["`fidelities.0.runs`", "not found"]),
+    ("fidelity-target-unknown", HEAD + THREE + "fidelities: [{name: a, preset: debug}, {name: b, preset: 1m}]\ntarget: {fidelity: c}\n",
+     ["`target.fidelity`", "'c'"]),
+    ("cost-budget-without-fidelities", HEAD + THREE + "budget: {cost: 100}\n", ["`budget.cost`", "fidelities"]),
+    ("mfgp-without-fidelities", HEAD + THREE + "strategy: {kind: mfgp, options: {threshold: -1}}\n", ["`strategy.options.threshold`"]),
 ]
 
 

@@ -102,3 +102,17 @@ def test_one_mixture_at_two_fidelities_is_two_rows_and_its_replicates_at_one_are
     tell(s, W[:1], SMALL, seed=9)  # a replicate at the small fidelity (another seed's noise)
     X, Y, _ = s.training_data()
     assert len(X) == 8 and len(s.surrogate()[0].params) == 8  # pooled into one row, scales kept row for row
+
+
+def test_a_fidelity_table_needs_the_replay_trainer_and_data_caps_hold_at_the_largest_fidelity(tmp_path):
+    from orchestrator.spec import SpecError, parse_spec
+
+    table = tmp_path / "runs.csv"
+    table.write_text("weight.a,weight.b,loss.a\n0.5,0.5,3.0\n")
+    base = {"domains": {"a": {}, "b": {}}, "trainer": {"kind": "synthetic"}}
+    with pytest.raises(SpecError, match=r"`fidelities.small.runs`: only the replay trainer"):
+        parse_spec({**base, "fidelities": [{"name": "small", "preset": "debug", "runs": str(table)}, {"name": "big", "preset": "1m"}]})
+    spec = parse_spec({**base, "proxy": {"preset": "debug"},
+                       "fidelities": [{"name": "small", "preset": "debug"}, {"name": "big", "preset": "60m", "cost": 60}]})
+    assert spec.largest_trial_tokens() == spec.fidelity_tokens("big") > spec.proxy.training_tokens()
+    assert spec.target_fidelity == "big" and spec.fidelity_cost("small") == pytest.approx(6 * spec.fidelity_params("small") * spec.fidelity_tokens("small") / 1e15)
