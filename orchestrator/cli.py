@@ -172,13 +172,16 @@ def status(dir: str = typer.Argument(..., help="Sweep directory (path or URI).")
     # replicates (re-runs the strategy asked for on purpose: trials with a row, budget spent).
     t = Table(title=f"{summary['name']}: {summary['completed']} completed, {summary['failed']} failed, "
                     f"{summary['running']} running of {summary['budget']}; "
-                    f"repeats reused {summary['reused']} ({summary['reused_budget'] or 'no'} budget), replicates {summary['replicates']}")
+                    f"repeats reused {summary['reused']} ({summary['reused_budget'] or 'no'} budget), replicates {summary['replicates']}"
+                    + state.cost_line())
     for col in ("trial", "status", "attempts", "mixture", "objective", "note"):
         t.add_column(col)
     for tr in summary["trials"]:
         mix = " ".join(f"{k}={v:.2f}" for k, v in tr["mixture"].items())
         obj = f"{tr['objective']:.4f}" if tr["objective"] is not None else ""
-        note = tr["reason"] or (f"replicate {tr['options']['replicate']}" if (tr.get("options") or {}).get("replicate") else "")
+        options = tr.get("options") or {}
+        note = tr["reason"] or "; ".join(([f"replicate {options['replicate']}"] if options.get("replicate") else [])
+                                         + ([f"at {options['fidelity']}"] if options.get("fidelity") else []))
         t.add_row(tr["id"], tr["status"], str(tr["attempts"]), mix, obj, note)
     t.caption = "; ".join(state.objective_notes()) or None
     console.print(t)

@@ -59,6 +59,7 @@ class SweepView:
             f"{s.name}: {len(s.completed)} completed, {len(s.by_status(TrialStatus.FAILED))} failed, "
             f"{len(s.by_status(TrialStatus.RUNNING))} running, budget {s.budget}"
             + (f", {s.reused} repeats answered" if s.reused else "") + (f", {s.replicates} replicates" if s.replicates else "")
+            + s.cost_line()
             + "   "
             + (f"best {best.objective:.4f} ({best.id})" if best else "best -"),
             style="bold",

@@ -252,6 +252,14 @@ class SweepState:
                 and self.at_target(t)]
         return min(done, key=lambda t: t.objective) if done else None
 
+    def cost_line(self) -> str:
+        """`, cost 460/640 (1m 40, 60m 7)` for a multi-fidelity sweep (trials per fidelity), else ''."""
+        if not self.fidelities:
+            return ""
+        budget = f"/{self.budget_cost:g}" if self.budget_cost is not None else ""
+        counts = ", ".join(f"{f} {sum(t.fidelity == f for t in self.trials.values())}" for f in self.fidelities)
+        return f", cost {self.cost_spent:g}{budget} ({counts})"
+
     def trial_cost(self, t: TrialRecord) -> float:
         """What a trial spends of `budget.cost` (its fidelity's cost; 0 outside multi-fidelity sweeps)."""
         return float(self.fidelities.get(t.fidelity, {}).get("cost", 0.0)) if t.fidelity is not None else 0.0

@@ -82,6 +82,8 @@ def test_a_multi_fidelity_sweep_spends_its_cost_budget_at_both_fidelities_and_re
     proposed = {e["trial"]: e for e in events if e["event"] == "trial_proposed"}
     assert len(told) == len(completed)
     assert sorted(t["fidelity"] for t in told) == sorted(proposed[t]["options"]["fidelity"] for t in completed)
+    text = run_cli(["status", str(sweep)], env={**_env(), "COLUMNS": "200"}).stdout
+    assert f"cost {spent:g}/{BUDGET_COST:g} (debug {by['debug']}, 1m {by['1m']})" in text and "at debug" in text
     rec = status["recommendation"]
     assert rec is not None and any("target scale" in n for n in rec["notes"])
     # Predicted at the large model's scale: near the large runs' losses, not the small ones' (~1 nat above).
