@@ -158,6 +158,16 @@ def target_fidelity(fidelities: list[BenchFidelity]) -> BenchFidelity:
     return max(fidelities, key=lambda f: f.cost)
 
 
+def replay_options(strategy: str) -> dict[str, str]:
+    """Strategy options the replay trainer calls for: it reads no data, so a strategy centred on the
+    data's token counts by default (regmix's `prior: tokens`) is centred on the uniform mixture instead
+    (docs/bench.md). {} for every other strategy."""
+    from orchestrator.strategies.configs import CONFIGS
+
+    prior = CONFIGS[strategy].model_fields.get("prior") if strategy in CONFIGS else None
+    return {"prior": "uniform"} if prior is not None and prior.default == "tokens" else {}
+
+
 def sweep_spec(runs: Path, strategy: str, seed: int, prob: Problem, budget: int, concurrency: int,
                noise: float | None, cache_dir: str, fidelities: list[BenchFidelity] | None = None,
                cost: float | None = None) -> SweepSpec:
@@ -170,7 +180,7 @@ def sweep_spec(runs: Path, strategy: str, seed: int, prob: Problem, budget: int,
         "domains": {d: {} for d in prob.model.domains},
         "trainer": {"kind": "replay", "runs": str(runs), **({"noise": noise} if noise is not None else {})},
         "objective": prob.objective_spec,
-        "strategy": {"kind": strategy},
+        "strategy": {"kind": strategy, **({"options": opts} if (opts := replay_options(strategy)) else {})},
         "budget": {"trials": budget, "concurrency": concurrency, **({"cost": cost} if cost is not None else {})},
         "resources": {"cpus": REPLAY_TRIAL_CPUS, "gpus": 0},
         "data": {"cache_dir": cache_dir},
