@@ -55,6 +55,17 @@ def check_objective_constrained(out: str) -> None:
     assert re.search(r"baseline \(mean\): ask [\d.]+ s, recommend [\d.]+ s", out)
 
 
+def check_multifidelity(out: str) -> None:
+    rows = {r[0]: r for r in (table_rows(out, "target only (gp)") + table_rows(out, "multi-fidelity (mfgp)"))}
+    assert set(rows) == {"target only (gp)", "multi-fidelity (mfgp)"}, out
+    assert numbers(rows["target only (gp)"][1])[0] == 30  # 3 trials at the target, cost 10 each
+    assert 10 <= numbers(rows["multi-fidelity (mfgp)"][1])[0] <= 24  # within its budget (0.8 x 30)
+    assert re.search(r"debug:\d+ 1m:0", rows["target only (gp)"][4]) is None  # the baseline trains at the target only
+    assert re.search(r"debug:([1-9]\d*) 1m:\d+", rows["multi-fidelity (mfgp)"][4]), rows  # the candidate uses the cheap one
+    assert all(numbers(r[2])[0] >= 0 and numbers(r[3])[0] >= 0 for r in rows.values())
+    assert re.search(r"ratio multi-fidelity / target only: cost 0\.\d+x, regret recommended [\d.]+x, best observed [\d.]+x", out)
+
+
 def check_orchestration(out: str) -> None:
     lines = [line for line in out.splitlines() if ": busy fraction " in line]
     assert lines, out
@@ -160,11 +171,11 @@ def check_trainer(out: str) -> None:
 
 
 CHECKS = {name.removeprefix("check_"): fn for name, fn in globals().items() if name.startswith("check_")}
-SLOW = {"orchestration", "replay_bench"}  # each starts Ray and runs real sweeps: over 20 s here
+SLOW = {"orchestration", "replay_bench", "multifidelity"}  # each starts Ray and runs real sweeps: over 20 s here
 # Run order; the next script starts while one runs (two at a time), so the two that start Ray are kept apart.
 ORDER = ["orchestration", "data_memory", "doremi_overhead", "objective_constrained", "report_cost", "replay_bench",
          "scale_transfer", "strategies_fidelity", "strategies_latency", "strategies_problems", "strategies_real",
-         "strategies_regret", "trainer"]
+         "strategies_regret", "multifidelity", "trainer"]
 TIMEOUT_S = 300.0
 
 
