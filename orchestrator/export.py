@@ -143,32 +143,42 @@ def runs_table(state: SweepState, spec: Any = None) -> Any:
     from orchestrator.trial import TrialStatus
 
     done = [t for t in state.in_order() if t.status == TrialStatus.COMPLETED and t.losses is not None and t.measures_mixture]
-    presets = [None] * len(done)
+    presets, fidelities = [None] * len(done), [t.fidelity for t in done]
     if spec is not None:
+        known = {f.name for f in spec.fidelities or []}
+        bad = sorted({f for f in fidelities if f is not None and f not in known})
+        if bad:  # the journal is read as hostile input: a fidelity becomes a scale only if the spec has it
+            raise ExportError(f"the journal names fidelities {bad} that the frozen spec's `fidelities` lacks; restore the spec the sweep ran with")
         ladder = sorted((t for t in state.ladder.values() if t.status == TrialStatus.COMPLETED and t.losses is not None),
                         key=lambda t: t.proposed_seq)
-        done, presets = done + ladder, [spec.proxy.preset] * len(done) + [t.preset for t in ladder]
+        presets = [(spec.fidelity(f).preset if f is not None else None) or spec.proxy.preset for f in fidelities]
+        done, presets, fidelities = done + ladder, presets + [t.preset for t in ladder], fidelities + [None] * len(ladder)
     if not done:
         raise ExportError("the sweep has no completed trial; a runs table needs at least one")
-    params, tokens = scale_columns(spec, presets) if spec is not None else (None, None)
+    params, tokens = scale_columns(spec, presets, fidelities) if spec is not None else (None, None)
     frame = runs_frame([Mixture.from_dict(t.mixture, state.domains or tuple(t.mixture)) for t in done],
                        [t.losses for t in done], params, tokens)
     frame.insert(0, "trial", [t.id for t in done])
     if spec is not None:
         frame.insert(1, "preset", presets)
+        if spec.fidelities:
+            frame.insert(2, "fidelity", fidelities)
     frame["objective"] = [t.objective for t in done]
     frame["wall_s"] = [t.wall_s for t in done]
     return frame
 
 
-def scale_columns(spec: Any, presets: list[str]) -> tuple[list[float], list[float] | None]:
+def scale_columns(spec: Any, presets: list[str], fidelities: list[str | None] | None = None) -> tuple[list[float], list[float] | None]:
     """`scale.params` (the preset's non-embedding parameters: the size a trial stands for, whatever its
-    trainer) and `scale.tokens` (the proxy trainer's training tokens at that preset; None for other
-    trainers, whose token count the spec does not fix) of runs trained at `presets`."""
+    trainer) and `scale.tokens` (the proxy trainer's training tokens at that preset, or at the row's
+    fidelity of a multi-fidelity sweep; None for other trainers, whose token count the spec does not
+    fix) of runs trained at `presets`."""
     from workers.presets import PRESETS
 
+    fidelities = fidelities or [None] * len(presets)
     params = [float(PRESETS[p].non_embedding_params()) for p in presets]
-    tokens = [float(spec.proxy.training_tokens(p)) for p in presets] if spec.trainer.kind == "proxy" else None
+    tokens = [float(spec.fidelity_tokens(f) if f is not None else spec.proxy.training_tokens(p)) for p, f in zip(presets, fidelities)] \
+        if spec.trainer.kind == "proxy" else None
     return params, tokens
 
 

@@ -84,6 +84,12 @@ def test_a_multi_fidelity_sweep_spends_its_cost_budget_at_both_fidelities_and_re
     assert sorted(t["fidelity"] for t in told) == sorted(proposed[t]["options"]["fidelity"] for t in completed)
     text = run_cli(["status", str(sweep)], env={**_env(), "COLUMNS": "200"}).stdout
     assert f"cost {spent:g}/{BUDGET_COST:g} (debug {by['debug']}, 1m {by['1m']})" in text and "at debug" in text
+    # The runs table says each row's size: what `recommend --runs` fits over mixture and scale.
+    table = tmp_path / "runs.csv"
+    assert run_cli(["export", str(sweep), "--format", "runs", "--out", str(table)]).returncode == 0
+    rows = pd.read_csv(table)
+    assert list(rows["fidelity"]) == [fidelity[t] for t in rows["trial"]]
+    assert set(zip(rows["fidelity"], rows["scale.params"])) == {("debug", 106496.0), ("1m", 1048576.0)}
     rec = status["recommendation"]
     assert rec is not None and any("target scale" in n for n in rec["notes"])
     # Predicted at the large model's scale: near the large runs' losses, not the small ones' (~1 nat above).

@@ -116,3 +116,20 @@ def test_a_fidelity_table_needs_the_replay_trainer_and_data_caps_hold_at_the_lar
                        "fidelities": [{"name": "small", "preset": "debug"}, {"name": "big", "preset": "60m", "cost": 60}]})
     assert spec.largest_trial_tokens() == spec.fidelity_tokens("big") > spec.proxy.training_tokens()
     assert spec.target_fidelity == "big" and spec.fidelity_cost("small") == pytest.approx(6 * spec.fidelity_params("small") * spec.fidelity_tokens("small") / 1e15)
+
+
+def test_an_export_refuses_a_journal_fidelity_the_spec_lacks():
+    from orchestrator.export import ExportError, runs_table
+    from orchestrator.spec import parse_spec
+    from orchestrator.state import SweepState
+
+    spec = parse_spec({"domains": {"a": {}, "b": {}}, "trainer": {"kind": "synthetic"},
+                       "fidelities": [{"name": "small", "preset": "debug"}, {"name": "big", "preset": "1m"}]})
+    state = SweepState()
+    for seq, (fid, loss) in enumerate((("small", 3.0), ("../../etc", 2.0))):
+        tid = f"t{seq:012x}"
+        state.apply({"event": "trial_proposed", "seq": 2 * seq, "trial": tid, "mixture": {"a": 0.5, "b": 0.5}, "options": {"fidelity": fid}})
+        state.apply({"event": "trial_completed", "seq": 2 * seq + 1, "trial": tid, "losses": {"a": loss, "b": loss}})
+    with pytest.raises(ExportError, match=r"fidelities \['\.\./\.\./etc'\].*frozen spec") as err:
+        runs_table(state, spec)
+    assert "\n" not in str(err.value)
