@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from orchestrator.mixture import Mixture, cube_to_simplex, simplex_to_cube, within_caps
-from orchestrator.optimize import candidates
 from orchestrator.strategies.base import Predictive, Recommendation
 from orchestrator.strategies.configs import BayesOptConfig
 from orchestrator.strategies.contract import Outcome, Proposal, Requirements
+from orchestrator.strategies.model_based import RECOMMEND_RISK, minimize_objective, predicted_upper, recommend_rng
 from orchestrator.surrogates.base import single_threaded
 
 
@@ -255,7 +255,12 @@ class BayesOpt(Predictive):
         """Predicted per-domain loss mean and std (n, m) at mixtures W (n, k) from Ax's GP
         (`Client.predict`), with the m domains Ax models. ValueError when it cannot fit yet."""
         self._fit_model()
-        points = [self._params(Mixture.from_array(self.domains, w)) for w in np.atleast_2d(W)]
+        # Not through `Mixture`, which rounds weights to 1e-6: the optimum search's finite differences
+        # (steps of ~1e-8) would see a flat objective. Renormalised only off the simplex, as `Mixture` is.
+        W = np.clip(np.atleast_2d(np.asarray(W, dtype=float)), 0.0, None)
+        off = np.abs(W.sum(axis=1) - 1.0) > 1e-4
+        W[off] /= W[off].sum(axis=1, keepdims=True)
+        points = [{f"u{i}": float(x) for i, x in enumerate(u)} for u in simplex_to_cube(W)]
         predictions = []
         with single_threaded():
             # Chunks of 256: Ax forms the joint covariance of all the points it is given.
@@ -267,11 +272,11 @@ class BayesOpt(Predictive):
         return mean, np.nan_to_num(std), loss_domains
 
     def recommend(self) -> Recommendation:
-        """The in-sample best-point rule (base.best_predicted) over the model's optimum and the observed
-        runs, by Ax's predictions: the optimum is the minimiser of the predicted objective + 1 std
-        (`model_based.RECOMMEND_RISK`, so it stays where runs are), as `gp` recommends. Ax's own best
-        point (an observed arm) is named in the notes. Fewer than min_runs results: the best observed
-        run, said in notes."""
+        """`gp`'s recommendation by Ax's predictions: the model's optimum is the minimiser of the
+        predicted objective + RECOMMEND_RISK std inside the bounds (`model_based.minimize_objective`, seeded
+        by the results seen), and base.best_predicted takes it only when it beats the best observed run
+        by RECOMMEND_MARGIN of its std. Ax's own best point (an observed arm) is named in the notes. Fewer
+        than min_runs results: the best observed run, said in notes."""
         base = super().recommend()
         try:
             self._fit_model()
@@ -286,30 +291,17 @@ class BayesOpt(Predictive):
         if missing:
             raise ValueError(f"bayesopt: Ax models no loss for {missing}, which the objective needs")
         ax_value = self.objective.compose(mean, std, loss_domains)[0][0] + self.penalty(mean, loss_domains)[0]
-        optimum = self.model_optimum(np.random.default_rng([self.seed, len(self.observations), 7]))
+        optimum = self.model_optimum(recommend_rng(self))
         return self.checked(self.best_predicted(optimum, self.predict_losses, [
             f"surrogate: Ax GP ({self.config.method}); Ax's best point predicted at {ax_value:.4f}"]))
 
-    def model_optimum(self, rng: np.random.Generator) -> np.ndarray:
+    def model_optimum(self, rng: np.random.Generator, polish: int = 3) -> np.ndarray:
         """Minimiser (k,) inside the bounds of the predicted objective + RECOMMEND_RISK std (constraint
-        penalty on the per-domain upper bounds), searched over candidates: Sobol points and clouds
-        around the 4 best observed runs, then a cloud around the best of them. No gradient polish:
-        each of Ax's predictions costs about 0.5 ms of its own bookkeeping (measured: 5,000 points
-        in 2.4 s), so SLSQP's finite differences would take minutes."""
-        from orchestrator.strategies.model_based import RECOMMEND_RISK
-
-        def upper(W: np.ndarray) -> np.ndarray:
-            mean, std, loss_domains = self.predict_losses(W)
-            value, value_std = self.objective.compose(mean, std, loss_domains)
-            return value + RECOMMEND_RISK * value_std + self.penalty(mean + RECOMMEND_RISK * std, loss_domains)
-
-        order = np.argsort([self.objective(o.losses) for o in self.observations], kind="stable")[:4]
-        best = np.array([self.observations[i].mixture.as_array() for i in order])
-        pool = candidates(self.bounds, rng, OPTIMUM_CANDIDATES, best, OPTIMUM_LOCAL)
-        values = upper(pool)
-        near = candidates(self.bounds, rng, 0, pool[np.argmin(values)], 2 * OPTIMUM_LOCAL)
-        near_values = upper(near)
-        return near[np.argmin(near_values)] if near_values.min() < values.min() else pool[np.argmin(values)]
+        penalty on the per-domain upper bounds) by Ax's predictions, searched as `gp` searches its own
+        (`model_based.minimize_objective`: Sobol points and clouds around the 4 best runs, the best 3
+        polished with SLSQP)."""
+        return minimize_objective(self, lambda W: predicted_upper(self, self.predict_losses, W, RECOMMEND_RISK),
+                                  self.bounds, rng, polish)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Rebuild Ax from the history rather than unpickling its internals: JSON only.
@@ -329,8 +321,6 @@ def _quiet_ax() -> None:
 
 OBJECTIVE_METRIC = "objective"  # the metric of a nonlinear (worst) objective
 PREDICT_CHUNK = 256  # points per `Client.predict` call
-# Candidates of the recommendation's optimum search: Sobol points, and per centre (best runs, then the best candidate).
-OPTIMUM_CANDIDATES, OPTIMUM_LOCAL = 2048, 256
 
 
 def _limit_metric(domain: str) -> str:

@@ -12,14 +12,14 @@ into proposals (`propose`, per strategy). Randomness comes from a numpy Generato
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from orchestrator.mixture import Mixture
 from orchestrator.objective import CONSTRAINT_PENALTY, Objective
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
-from orchestrator.strategies.base import Predictive, Recommendation
+from orchestrator.strategies.base import Predictive, Predictor, Recommendation, Strategy
 from orchestrator.strategies.configs import BoundedConfig
 from orchestrator.strategies.contract import Proposal, Requirements
 from orchestrator.surrogates.base import Surrogate, single_threaded
@@ -52,6 +52,45 @@ def objective_points(objective: Objective, domains: tuple[str, ...], reference: 
         return np.empty((0, len(domains)))
     uniform = np.full(len(domains), 1.0 / len(domains))
     return np.array([0.5 * tilt + 0.5 * uniform, 0.85 * tilt + 0.15 * uniform])
+
+
+def best_observed(strategy: Strategy, count: int) -> np.ndarray:
+    """The `count` observed mixtures of `strategy` with the lowest objective (penalised under
+    constraints), (count, k): the centres of an optimum search."""
+    objective = strategy.objective
+
+    def score(o) -> float:
+        return objective(o.losses) + CONSTRAINT_PENALTY * max(objective.violated_by(o.losses), 0.0)
+    order = sorted(range(len(strategy.observations)), key=lambda i: score(strategy.observations[i]))
+    return np.array([strategy.observations[i].mixture.as_array() for i in order[:count]])
+
+
+def predicted_upper(strategy: Strategy, predict: Predictor, W: np.ndarray, risk: float) -> np.ndarray:
+    """Predicted objective + risk * its std at W (n, k) by `predict` (W -> per-domain mean, std (n, m)
+    and the m domains): (n,), nats/token; under constraints, the penalty on the per-domain upper bounds
+    (mean + risk * std), so the pick is feasible with margin. `gp`'s and `bayesopt`'s recommendation."""
+    mean, std, loss_domains = predict(W)
+    value, value_std = strategy.objective.compose(mean, std, loss_domains)
+    return value + risk * value_std + strategy.penalty(mean + risk * std, loss_domains)
+
+
+def minimize_objective(strategy: Strategy, fun: Callable[[np.ndarray], np.ndarray], bounds: Bounds,
+                       rng: np.random.Generator, polish: int = 3) -> np.ndarray:
+    """Minimiser (k,) inside `bounds` of `fun` (W (n, k) -> (n,)): `minimize_on_simplex`'s candidates
+    (Sobol points and clouds around the strategy's 4 best observed runs), the best `polish` of them
+    refined with SLSQP."""
+    # A constraint penalty has a kink at the limit, where SLSQP's finite-difference steps keep it
+    # iterating to its limit (850 GP predictions, 10 s on the 3-domain test problem); the candidates
+    # already found the feasible region, so the polish is kept short there.
+    maxiter = POLISH_ITERS_CONSTRAINED if strategy.objective.constrained else 100
+    w, _ = minimize_on_simplex(fun, bounds, rng, centres=best_observed(strategy, 4), polish=polish, maxiter=maxiter)
+    return w
+
+
+def recommend_rng(strategy: Strategy) -> np.random.Generator:
+    """The recommendation's optimum search draws from (seed, results seen): the same results give the
+    same recommendation."""
+    return np.random.default_rng([strategy.seed, len(strategy.observations), 7])
 
 
 class ModelStrategy(Predictive):
@@ -186,29 +225,18 @@ class ModelStrategy(Predictive):
 
     def best_observed(self, count: int) -> np.ndarray:
         """The `count` observed mixtures with the lowest objective (penalised under constraints), (count, k)."""
-        def score(o) -> float:
-            return self.objective(o.losses) + CONSTRAINT_PENALTY * max(self.objective.violated_by(o.losses), 0.0)
-        order = sorted(range(len(self.observations)), key=lambda i: score(self.observations[i]))
-        return np.array([self.observations[i].mixture.as_array() for i in order[:count]])
+        return best_observed(self, count)
 
     def predicted_upper(self, W: np.ndarray, risk: float) -> np.ndarray:
-        """Predicted objective + risk * its std at W (n, k): (n,), nats/token; under constraints, the
-        penalty on the per-domain upper bounds (mean + risk * std), so the pick is feasible with margin."""
+        """Predicted objective + risk * its std at W (n, k): (n,), nats/token (module `predicted_upper`)."""
         surrogate, loss_domains = self.surrogate()
-        mean, std = surrogate.predict(W)
-        value, value_std = self.objective.compose(mean, std, loss_domains)
-        return value + risk * value_std + self.penalty(mean + risk * std, loss_domains)
+        return predicted_upper(self, lambda X: (*surrogate.predict(X), loss_domains), W, risk)
 
     def model_optimum(self, rng: np.random.Generator, polish: int = 3, risk: float = 0.0) -> np.ndarray:
         """Minimiser (k,) inside the bounds of the predicted objective plus `risk` standard deviations
         (risk > 0 keeps a recommendation where the surrogate has seen data)."""
         fun = self.predicted_objective if risk == 0 else (lambda W: self.predicted_upper(W, risk))
-        # A constraint penalty has a kink at the limit, where SLSQP's finite-difference steps keep it
-        # iterating to its limit (850 GP predictions, 10 s on the 3-domain test problem); the candidates
-        # already found the feasible region, so the polish is kept short there.
-        maxiter = POLISH_ITERS_CONSTRAINED if self.objective.constrained else 100
-        w, _ = minimize_on_simplex(fun, self.bounds, rng, centres=self.best_observed(4), polish=polish, maxiter=maxiter)
-        return w
+        return minimize_objective(self, fun, self.bounds, rng, polish)
 
     def recommend(self) -> Recommendation:
         """The model's optimum or an observed run, whichever the model predicts best (base.best_predicted),
@@ -222,7 +250,7 @@ class ModelStrategy(Predictive):
             return Recommendation(**{**base.__dict__, "notes": [f"{self.kind} needs {self.min_runs()} results to model; best observed"]})
         # The optimum is searched where the model is confident, not where its mean dips in an
         # unexplored corner: the minimiser of mean + 1 std (an upper confidence bound on the objective).
-        w = self.model_optimum(np.random.default_rng([self.seed, len(self.observations), 7]), risk=RECOMMEND_RISK)
+        w = self.model_optimum(recommend_rng(self), risk=RECOMMEND_RISK)
         surrogate, _ = self.surrogate()
         return self.checked(self.best_predicted(w, self.predict_losses, [f"surrogate: {surrogate.name}"]))
 
