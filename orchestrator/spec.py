@@ -230,9 +230,7 @@ class ReplayTrainerSpec(_Strict):
     @field_validator("runs")
     @classmethod
     def _table_exists(cls, v: str) -> str:
-        if not Path(v).expanduser().is_file():
-            raise ValueError(f"runs table {v!r} not found; give a CSV or Parquet file with weight.<domain> and loss.<domain> columns")
-        return v
+        return existing_table(v)
 
 
 TrainerSpec = Annotated[Union[ProxyTrainerSpec, SyntheticTrainerSpec, PythonTrainerSpec, CommandTrainerSpec, ReplayTrainerSpec],
@@ -295,9 +293,7 @@ class StrategySpec(_Strict):
     @field_validator("seed_runs")
     @classmethod
     def _runs_exist(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v).expanduser().is_file():
-            raise ValueError(f"runs table {v!r} not found; give a CSV or Parquet file with weight.<domain> and loss.<domain> columns")
-        return v
+        return None if v is None else existing_table(v)
 
     @model_validator(mode="after")
     def _known(self) -> "StrategySpec":
@@ -417,9 +413,7 @@ class FidelitySpec(_Strict):
     @field_validator("runs")
     @classmethod
     def _fidelity_table(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v).expanduser().is_file():
-            raise ValueError(f"runs table {v!r} not found; give a CSV or Parquet file with weight.<domain> and loss.<domain> columns")
-        return v
+        return None if v is None else existing_table(v)
 
 
 class TargetSpec(_Strict):
@@ -696,6 +690,13 @@ _FIXES = {
     "union_tag_invalid": "use one of the listed kinds",
     "finite_number": "give a finite number",
 }
+
+
+def existing_table(path: str) -> str:
+    """`path` when a file is there; else the one error every `runs:` field gives."""
+    if not Path(path).expanduser().is_file():
+        raise ValueError(f"runs table {path!r} not found; give a CSV or Parquet file with weight.<domain> and loss.<domain> columns")
+    return path
 
 
 def _first_error(err: ValidationError, prefix: str = "") -> str:
