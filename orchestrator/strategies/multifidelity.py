@@ -39,6 +39,7 @@ import torch
 from orchestrator.mixture import Mixture
 from orchestrator.scale_model import AtScale, Scale, ScaleAwareGP, ScaleGP
 from orchestrator.strategies.base import Recommendation
+from orchestrator.strategies.model_based import RECOMMEND_RISK, minimize_objective, predicted_upper, recommend_rng
 from orchestrator.strategies.configs import MultiFidelityConfig
 from orchestrator.strategies.contract import FidelityPlan, Proposal, Requirements
 from orchestrator.surrogates.base import single_threaded
@@ -112,6 +113,13 @@ class MultiFidelityGP(ScaleGP):
         at = Scale(S[i, 0] if use_params else None, S[i, 1] if use_tokens else None)
         model = ScaleAwareGP(self.config.fit_maxiter, self.config.scale_mean)
         return AtScale(model, S[keep, 0] if use_params else None, S[keep, 1] if use_tokens else None, at).fit(X[keep], Y[keep]).predict(X[i:i + 1])
+
+    def candidate_runs(self) -> list:
+        """The observed runs the recommendation is weighed against: the target's (their losses are the
+        target's; a cheap run's mixture is only a prediction there). All runs while none is at the target."""
+        runs = super().candidate_runs()
+        at_target = [o for o in runs if self.plan.level(o.fidelity).name == self.plan.target]
+        return at_target or runs
 
     def cheap_spent(self) -> float:
         """Cost spent so far at fidelities other than the target (told outcomes and failures alike)."""
@@ -213,6 +221,27 @@ class MultiFidelityGP(ScaleGP):
         with torch.no_grad():
             picked, _ = optimize_acqf_discrete(fixed, q=n, choices=torch.tensor(choices, dtype=DTYPE))
         return [Mixture.from_array(self.domains, w) for w in picked.numpy()]
+
+    def _recommend(self) -> Recommendation:
+        """gp's recommendation at the target scale, with the GP's std alone where mixtures are compared
+        (the optimum's search and the in-sample rule's margin): the trend's standard error is the same for
+        every mixture at one scale, so it says nothing about which is better. The recommendation then
+        carries the full std at the target scale, trend included (extrapolation is said, not hidden)."""
+        if len(self.observations) < max(self.min_runs(), 1):
+            return super()._recommend()
+        surrogate, loss_domains = self.surrogate()
+
+        def relative(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+            mean, _ = surrogate.predict(W)
+            _, std = posterior_mean_std(surrogate.model.model, self._inputs_at(surrogate.model, W, None))
+            return mean, std, loss_domains
+
+        w = minimize_objective(self, lambda W: predicted_upper(self, relative, W, RECOMMEND_RISK), self.bounds, recommend_rng(self))
+        rec = self.checked(self.best_predicted(w, relative, [f"surrogate: {surrogate.name}"]))
+        mean, std = surrogate.predict(rec.mixture.as_array()[None, :])
+        _, value_std = self.objective.compose(mean, std, loss_domains)
+        return Recommendation(**{**rec.__dict__, "predicted_std": dict(zip(loss_domains, map(float, std[0]))),
+                                 "objective_std": float(value_std[0])})
 
     def recommend(self) -> Recommendation:
         rec = super().recommend()

@@ -133,3 +133,21 @@ def test_an_export_refuses_a_journal_fidelity_the_spec_lacks():
     with pytest.raises(ExportError, match=r"fidelities \['\.\./\.\./etc'\].*frozen spec") as err:
         runs_table(state, spec)
     assert "\n" not in str(err.value)
+
+
+def test_the_recommendation_is_weighed_against_target_runs_and_carries_the_target_scales_std():
+    s = strategy()
+    rng = np.random.default_rng(8)
+    tell(s, rng.dirichlet(np.ones(3), 14), SMALL)
+    large = rng.dirichlet(np.ones(3), 4)
+    tell(s, large, LARGE, seed=2)
+    assert {o.fidelity for o in s.candidate_runs()} == {"large"}  # a cheap run's loss is another model's
+    rec = s.recommend()
+    if rec.source == "in-sample":
+        assert any(np.allclose(rec.mixture.as_array(), w, atol=1e-6) for w in large)
+    surrogate, loss_domains = s.surrogate()
+    from orchestrator.surrogates.gp import posterior_mean_std
+
+    _, gp_std = posterior_mean_std(surrogate.model.model, s._inputs_at(surrogate.model, rec.mixture.as_array()[None, :], None))
+    # Compared on the GP's std, reported with the trend's error too: wider at the target scale.
+    assert rec.objective_std > s.objective.compose(gp_std, gp_std, loss_domains)[1][0]
