@@ -73,7 +73,10 @@ def validate(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
             capped = f", weight cap {caps[name]:.3f}" if caps[name] < 1 else ""
             console.print(f"  {name}: {t.train_tokens:,} training tokens, {t.val_tokens:,} held out{capped} ({t.location})", soft_wrap=True)
     console.print(f"[green]ok[/green]: {spec} ({len(s.domains)} domains, strategy {s.strategy.kind}, "
-                  f"{s.budget.trials} trials, {s.budget.concurrency} at a time)", soft_wrap=True)
+                  f"{s.budget.trials} trials, {s.budget.concurrency} at a time"
+                  + (f"; fidelities {', '.join(f'{f.name} (cost {s.fidelity_cost(f.name):g})' for f in s.fidelities)}, target "
+                     f"{s.target_fidelity}" + (f", cost budget {s.budget.cost:g}" if s.budget.cost is not None else "")
+                     if s.fidelities else "") + ")", soft_wrap=True)
 
 
 @app.command()
