@@ -230,5 +230,5 @@ class ScaleGP(GP):
         return W[order[:count]]
 
     def propose(self, n: int, pending: list[Mixture], rng: np.random.Generator) -> list[Mixture]:
-        raise ValueError("proposing runs from a table of several scales needs a choice of scale too, which no strategy "
-                         "makes yet; recommend or --predict at a scale, or propose from the runs of one scale")
+        raise ValueError("proposing runs from a table of several scales needs a choice of scale too, which a multi-fidelity "
+                         "sweep makes (`fidelities:` and strategy mfgp); recommend or --predict at a scale, or propose from the runs of one scale")
