@@ -128,7 +128,9 @@ def test_mde_regression_learns_the_gap_between_ensemble_and_truth():
             assert abs(sum(m.weights) - 1) < 1e-5 and min(m.weights) >= 0 and p.options == {}
             s.tell(Outcome(m, truth(m.as_array())))
     rec = s.recommend()
-    assert rec.source == "model"
+    # The model's optimum or an observed run it predicts about as well (the half-std margin of
+    # decisions.md); either way `objective` is the regression's prediction, checked against the truth.
+    assert rec.source in ("model", "in-sample")
     actual = MEAN(truth(rec.mixture.as_array()))
     assert abs(rec.objective - actual) < 0.05  # the regression corrected the ensemble's offset
     assert actual < MEAN(truth(np.full(3, 1 / 3)))
