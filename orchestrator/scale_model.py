@@ -166,6 +166,14 @@ class ScaleAwareGP:
         trend_var = np.einsum("ij,jk,ik->i", A, self.gram_inv, A)[:, None] * self.residual_var
         return mean + A @ self.beta, np.sqrt(std**2 + trend_var)
 
+    def scale_inputs(self, params: float | None, tokens: float | None) -> np.ndarray:
+        """The model's scale columns (c,) at one scale (give the inputs it was fitted with)."""
+        return self._coordinates(None if params is None else np.array([params]), None if tokens is None else np.array([tokens]), 1)[0]
+
+    def trend(self, S: np.ndarray) -> np.ndarray:
+        """The least-squares trend (m,) at scale columns S (c,): what the GP's residuals are measured from."""
+        return (self._design(S[None, :]) @ self.beta)[0]
+
     @staticmethod
     def _coordinates(params: np.ndarray | None, tokens: np.ndarray | None, n: int) -> np.ndarray:
         """The scale inputs (n, c): log-scaled params and/or tokens (module docstring)."""

@@ -122,9 +122,9 @@ class MultiFidelityGP(ScaleGP):
         return at_target or runs
 
     def cheap_spent(self) -> float:
-        """Cost spent so far at fidelities other than the target (told outcomes and failures alike)."""
-        told = [o.fidelity for o in self.observations] + [getattr(f, "fidelity", None) for f in self.failures]
-        return sum(self.plan.level(f).cost for f in told if f is not None and f != self.plan.target)
+        """Cost of the completed runs at fidelities other than the target. A failure carries no fidelity
+        (contract.Failure), so the share is counted on completed runs: a bound that failures loosen."""
+        return sum(self.plan.level(o.fidelity).cost for o in self.observations if o.fidelity not in (None, self.plan.target))
 
     # -- proposals ----------------------------------------------------------------------------------
     def next_proposals(self, n: int, pending: list[Mixture]) -> list[Proposal]:
@@ -175,8 +175,7 @@ class MultiFidelityGP(ScaleGP):
     def _inputs_at(self, scale_model: ScaleAwareGP, W: np.ndarray, fidelity: str | None) -> np.ndarray:
         """Model inputs (n, k + c): mixtures W (n, k) with the scale columns of `fidelity` (None: the target scale)."""
         at = self._at(fidelity)
-        S = scale_model._coordinates(None if at.params is None else np.array([at.params]),
-                                     None if at.tokens is None else np.array([at.tokens]), 1)[0]
+        S = scale_model.scale_inputs(at.params, at.tokens)
         return np.column_stack([W, np.tile(S, (len(W), 1))])
 
     def propose(self, n: int, pending: list[Mixture], rng: np.random.Generator) -> list[Mixture]:
@@ -205,7 +204,7 @@ class MultiFidelityGP(ScaleGP):
         else:
             # The GP models residuals of the trend: add the trend at the target scale back before the
             # objective reads the losses (`worst` and limits are not shift-invariant).
-            offset = torch.tensor((scale_model._design(S[None, :]) @ scale_model.beta)[0], dtype=DTYPE)
+            offset = torch.tensor(scale_model.trend(S), dtype=DTYPE)
             inner, constraints = self.mc_objective(loss_domains)
             how = {"objective": GenericMCObjective(lambda Y, X=None: inner(Y + offset, X))}
             extra = {"constraints": [(lambda Y, c=c: c(Y + offset)) for c in constraints] if constraints else None}
