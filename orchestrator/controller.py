@@ -384,7 +384,8 @@ class Controller:
         # Repeats are answered from known results and spend nothing; only journals written before
         # `budget.weight_precision` hold reuses that did (SweepState.reused_budget), and they still count.
         left = self.spec.budget.trials - len(self.state.trials) - self.state.reused_budget
-        if self._cost_left() is not None and self._cost_left() < min(f.cost for f in self.plan.levels) - 1e-9:
+        cost_left = self._cost_left()
+        if cost_left is not None and cost_left < min(f.cost for f in self.plan.levels) - 1e-9:
             return 0  # not even the cheapest fidelity fits in what is left of budget.cost
         return left
 

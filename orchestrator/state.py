@@ -257,8 +257,12 @@ class SweepState:
         if not self.fidelities:
             return ""
         budget = f"/{self.budget_cost:g}" if self.budget_cost is not None else ""
-        counts = ", ".join(f"{f} {sum(t.fidelity == f for t in self.trials.values())}" for f in self.fidelities)
+        counts = ", ".join(f"{f} {n}" for f, n in self.trials_by_fidelity().items())
         return f", cost {self.cost_spent:g}{budget} ({counts})"
+
+    def trials_by_fidelity(self) -> dict[str, int]:
+        """Trials proposed per fidelity of a multi-fidelity sweep (failed ones too: they spent its cost)."""
+        return {f: sum(t.fidelity == f for t in self.trials.values()) for f in self.fidelities}
 
     def trial_cost(self, t: TrialRecord) -> float:
         """What a trial spends of `budget.cost` (its fidelity's cost; 0 outside multi-fidelity sweeps)."""
@@ -289,7 +293,7 @@ class SweepState:
             "replicates": self.replicates,
             **({"fidelities": self.fidelities, "target_fidelity": self.target_fidelity, "budget_cost": self.budget_cost,
                 "cost_spent": self.cost_spent,
-                "trials_by_fidelity": {f: sum(t.fidelity == f for t in self.trials.values()) for f in self.fidelities}}
+                "trials_by_fidelity": self.trials_by_fidelity()}
                if self.fidelities else {}),
             "best": {"id": best.id, "objective": best.objective, "mixture": best.mixture} if best else None,
             "recommendation": self.recommendation,
