@@ -2,12 +2,17 @@
 
 Promises checked: every trial finished before the crash is kept byte for byte, none is trained
 twice, the budget completes, and `status --json` lists each trial once.
+
+Each crash is a real `mixsweep run` with its own embedded Ray, SIGKILLed with its whole process group.
+The resumes join the test session's Ray (as a resume on a cluster does) rather than each starting one;
+the tests that only need "a sweep killed mid-trial" each resume their own copy of one such crash.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +68,11 @@ def _run_until(spec: Path, sweep: Path, stop_when, env: dict, timeout_s: float =
         proc.wait()
 
 
+def _resume(sweep: Path, address: str, *extra: str):
+    """`mixsweep resume` joining the session's Ray (the env keeps the session's RAY_AUTH_MODE)."""
+    return run_cli(["resume", str(sweep), *extra, "--address", address], env=_env())
+
+
 def _completed(events):
     return [e for e in events if e["event"] == "trial_completed"]
 
@@ -76,21 +86,46 @@ def _mid_trial(events):
     return bool(done) and any(e["event"] == "trial_progress" and e["seq"] > done[0]["seq"] for e in events)
 
 
+def _mid_trial_after_two(events):
+    """Two results journaled and a later trial's progress after them: killed mid-trial, with results on disk."""
+    done = _completed(events)
+    return len(done) >= 2 and any(e["event"] == "trial_progress" and e["seq"] > done[1]["seq"] for e in events)
+
+
+@pytest.fixture(scope="module")
+def killed_mid_trial(tmp_path_factory) -> tuple[Path, Path]:
+    """(spec, sweep) of one `mixsweep run` SIGKILLed mid-trial; tests resume copies of it, never it."""
+    root = tmp_path_factory.mktemp("killed")
+    spec, sweep = _spec(root), root / "sweep"
+    _run_until(spec, sweep, _mid_trial_after_two, _env())
+    return spec, sweep
+
+
+def _copy(killed: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    spec, sweep = killed
+    shutil.copytree(sweep, tmp_path / "sweep")
+    return spec, tmp_path / "sweep"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["before_first_result", "mid_trial", "between_result_and_next_proposal"])
-def test_every_trial_runs_exactly_once_after_resume(tmp_path, point):
+def test_every_trial_runs_exactly_once_after_resume(ray_session, request, tmp_path, point):
+    address = ray_session.get_runtime_context().gcs_address
     spec, sweep = _spec(tmp_path), tmp_path / "sweep"
     if point == "between_result_and_next_proposal":
         # The controller kills itself right after journaling its 2nd result, before telling or asking.
         _run_until(spec, sweep, None, _env(MIXSWEEP_FAULT_KILL_AFTER="trial_completed:2"))
+    elif point == "mid_trial":
+        spec, sweep = _copy(request.getfixturevalue("killed_mid_trial"), tmp_path)
+        assert _mid_trial(_events(sweep))
     else:
-        _run_until(spec, sweep, {"before_first_result": _before_first_result, "mid_trial": _mid_trial}[point], _env())
+        _run_until(spec, sweep, _before_first_result, _env())
     before = _events(sweep)
     assert not any(e["event"] == "sweep_finished" for e in before), "the crash came too late"
     kept = {e["trial"]: (sweep / "trials" / e["trial"] / "result.json").read_bytes() for e in _completed(before)}
     running = {e["trial"] for e in before if e["event"] == "trial_started"} - set(kept)
 
-    out = run_cli(["resume", str(sweep), "--quiet"], env=_env())
+    out = _resume(sweep, address, "--quiet")
     assert out.returncode == 0, out.stderr[-3000:]
     after = _events(sweep)
     completed = [e["trial"] for e in _completed(after)]
@@ -106,19 +141,20 @@ def test_every_trial_runs_exactly_once_after_resume(tmp_path, point):
 
 
 @pytest.mark.slow
-def test_resume_refuses_a_changed_spec_and_accepts_a_larger_budget(tmp_path):
-    spec, sweep = _spec(tmp_path), tmp_path / "sweep"
-    _run_until(spec, sweep, lambda ev: len(_completed(ev)) >= 1, _env())
+def test_resume_refuses_a_changed_spec_and_accepts_a_larger_budget(ray_session, killed_mid_trial, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    spec, sweep = _copy(killed_mid_trial, tmp_path)
+    assert len(_completed(_events(sweep))) >= 1
     changed = yaml.safe_load(spec.read_text())
     changed["seed"] = 7
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(changed))
-    out = run_cli(["resume", str(sweep), "--spec", str(bad)], env=_env())
+    out = _resume(sweep, address, "--spec", str(bad))
     assert out.returncode == 2 and "seed (0 -> 7)" in out.stderr and "Traceback" not in out.stderr
     changed["seed"], changed["budget"]["trials"] = 0, BUDGET + 2
     more = tmp_path / "more.yaml"
     more.write_text(yaml.safe_dump(changed))
-    out = run_cli(["resume", str(sweep), "--spec", str(more), "--quiet"], env=_env())
+    out = _resume(sweep, address, "--spec", str(more), "--quiet")
     assert out.returncode == 0, out.stderr[-3000:]
     resumed = [e for e in _events(sweep) if e["event"] == "sweep_resumed"]
     assert resumed[0]["changes"] == {"budget.trials": [BUDGET, BUDGET + 2]}
@@ -126,7 +162,7 @@ def test_resume_refuses_a_changed_spec_and_accepts_a_larger_budget(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_result_written_but_not_journaled_is_adopted_never_trained_again(tmp_path):
+def test_a_result_written_but_not_journaled_is_adopted_never_trained_again(ray_session, tmp_path):
     # SIGKILL after the 2nd trial's result.json is written, before its `trial_completed` is journaled.
     spec, sweep = _spec(tmp_path), tmp_path / "sweep"
     _run_until(spec, sweep, None, _env(MIXSWEEP_FAULT_KILL_AFTER="result_written:2"))
@@ -136,7 +172,7 @@ def test_a_result_written_but_not_journaled_is_adopted_never_trained_again(tmp_p
     assert len(orphans) == 1, "the kill point leaves exactly one result the journal has not seen"
     (orphan, blob), = orphans.items()
 
-    out = run_cli(["resume", str(sweep), "--quiet"], env=_env())
+    out = _resume(sweep, ray_session.get_runtime_context().gcs_address, "--quiet")
     assert out.returncode == 0, out.stderr[-3000:]
     after = _events(sweep)
     assert [e["attempt"] for e in after if e["event"] == "trial_started" and e["trial"] == orphan] == [1], "re-trained"
@@ -150,17 +186,17 @@ def test_a_result_written_but_not_journaled_is_adopted_never_trained_again(tmp_p
 
 
 @pytest.mark.slow
-def test_results_beside_an_empty_or_missing_journal_are_never_trained_again(tmp_path):
-    spec, sweep = _spec(tmp_path), tmp_path / "sweep"
-    _run_until(spec, sweep, lambda ev: len(_completed(ev)) >= 2, _env())
+def test_results_beside_an_empty_or_missing_journal_are_never_trained_again(ray_session, killed_mid_trial, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    spec, sweep = _copy(killed_mid_trial, tmp_path)
     results = {p: p.read_bytes() for p in (sweep / "trials").glob("*/result.json")}
     assert len(results) >= 2
     (sweep / "controller.lock").unlink(missing_ok=True)
     (sweep / "journal.jsonl").write_bytes(b"")
-    out = run_cli(["resume", str(sweep), "--quiet"], env=_env())
+    out = _resume(sweep, address, "--quiet")
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode == 2 and len(errors) == 1 and "journal.jsonl is empty but trials/ holds" in errors[0], out.stderr[-2000:]
     (sweep / "journal.jsonl").unlink()
-    out = run_cli(["run", str(spec), "--dir", str(sweep), "--quiet"], env=_env())
+    out = run_cli(["run", str(spec), "--dir", str(sweep), "--quiet", "--address", address], env=_env())
     assert out.returncode == 2 and "finished trial result(s) but no journal.jsonl" in out.stderr, out.stderr[-2000:]
     assert {p: p.read_bytes() for p in (sweep / "trials").glob("*/result.json")} == results
