@@ -229,13 +229,15 @@ class Strategy(abc.ABC):
         return feasible if self.objective.constrained and feasible else list(self.observations)
 
     def best_predicted(self, optimum: np.ndarray | None, predict: Predictor, notes: list[str],
-                       optimum_name: str = "the model's optimum") -> Recommendation:
+                       optimum_name: str = "the model's optimum", std_floor: float = 0.0) -> Recommendation:
         """The in-sample best-point rule: of the model's `optimum` (k,) and the observed runs
         (`candidate_runs`), the mixture with the lowest predicted objective (mean; plus the constraint
         penalty on the predicted losses), so a recommendation is never predicted worse than a run
         already seen. Why: a surrogate's optimum (searched with a risk margin, or averaged as RegMix
         does) can be predicted worse than its own fit at an observed run. `optimum` None: the observed
-        runs only (Ax's best point is itself an observed arm). Source MODEL or IN_SAMPLE, said in notes."""
+        runs only (Ax's best point is itself an observed arm). Source MODEL or IN_SAMPLE, said in notes.
+        `std_floor`: the least std the optimum's prediction is given in the margin (a model's
+        cross-validated error, where its own std is not a posterior)."""
         runs = self.candidate_runs()
         W = np.array([o.mixture.as_array() for o in runs]).reshape(len(runs), len(self.domains))
         if optimum is None and not runs:
@@ -250,7 +252,7 @@ class Strategy(abc.ABC):
         # The optimum must beat the best run by RECOMMEND_MARGIN of its own std, not by a hair: a parametric
         # law extrapolated to a vertex (mixing_law on the bench: 100% of one domain, predicted 0.025 better
         # than the best run with a std of 0.081, truly 0.8 nats worse) is better only within its doubt.
-        margin = RECOMMEND_MARGIN * value_std[0] if runs else 0.0
+        margin = RECOMMEND_MARGIN * max(value_std[0], std_floor) if runs else 0.0
         pick = 0 if optimum is not None and score[0] + margin <= score[best_run] else best_run
         if pick == 0 and optimum is not None:
             mixture, source = Mixture.from_array(self.domains, W[0]), MODEL

@@ -21,6 +21,11 @@ class Surrogate(abc.ABC):
 
     #: A short name for reports and errors.
     name: str = "surrogate"
+    #: Whether `predict`'s std is a posterior (a GP's), which shrinks at the runs and grows away from
+    #: them. False for fitted laws and tree ensembles, whose std says little about where they are
+    #: wrong: a strategy then checks the model by cross-validation before trusting its optimum
+    #: (strategies.model_based.ModelStrategy.cross_validated).
+    calibrated: bool = True
 
     @abc.abstractmethod
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "Surrogate":

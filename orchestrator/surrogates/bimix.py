@@ -23,6 +23,7 @@ class BiMixSurrogate(Surrogate):
     """Power law of each domain's own weight; std from the residuals in log space."""
 
     name = "bimix"
+    calibrated = False
 
     def __init__(self, pairs: Sequence[int], eps: float = 1e-3) -> None:
         self.pairs, self.eps = list(pairs), eps

@@ -19,6 +19,7 @@ class LightGBMSurrogate(Surrogate):
     """One LGBMRegressor per evaluated domain; deterministic given `seed`."""
 
     name = "lightgbm"
+    calibrated = False
 
     def __init__(self, n_estimators: int = 1000, learning_rate: float = 0.01, members: int = 1, seed: int = 0) -> None:
         self.n_estimators, self.learning_rate, self.members, self.seed = n_estimators, learning_rate, members, seed

@@ -24,6 +24,12 @@ def law(params: np.ndarray, X: np.ndarray) -> np.ndarray:
     return params[0] + np.exp(X @ params[1:])
 
 
+def jacobian(params: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """d law / d params at X (n, k): (n, k+1), columns [dc, dt_1..dt_k]."""
+    e = np.exp(X @ params[1:])
+    return np.column_stack([np.ones(len(X)), X * e[:, None]])
+
+
 def huber_objective(params: np.ndarray, X: np.ndarray, y: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
     """Mean Huber loss of the law's residuals and its gradient w.r.t. params (k+1,)."""
     e = np.exp(X @ params[1:])
@@ -38,11 +44,13 @@ class MixingLawSurrogate(Surrogate):
     """Exponential mixing law per evaluated domain (k+1 parameters each)."""
 
     name = "mixing_law"
+    calibrated = False
 
     def __init__(self, starts: int = 16, huber_delta: float = 0.02, holdout: float = 0.2, seed: int = 0) -> None:
         self.starts, self.delta, self.holdout, self.seed = starts, huber_delta, holdout, seed
         self.params: np.ndarray | None = None  # (m, k+1)
         self.sigma: np.ndarray | None = None  # (m,) residual standard error, nats/token
+        self.cov: np.ndarray | None = None  # (m, k+1, k+1) (J'J)^+ per domain: the parameters' covariance / s^2
 
     @staticmethod
     def min_runs(k: int) -> int:
@@ -58,6 +66,9 @@ class MixingLawSurrogate(Surrogate):
         resid = np.column_stack([law(p, X) for p in self.params]) - Y
         dof = max(len(X) - X.shape[1] - 1, 1)
         self.sigma = np.sqrt((resid**2).sum(axis=0) / dof)
+        # A pseudo-inverse: with k+1 parameters and few runs J'J can be singular (a domain no run
+        # trains on leaves its t_j free); the free directions then add nothing rather than inf.
+        self.cov = np.array([np.linalg.pinv(jacobian(p, X).T @ jacobian(p, X), rcond=1e-10) for p in self.params])
         return self
 
     def _fit_domain(self, X: np.ndarray, y: np.ndarray, train: np.ndarray, hold: np.ndarray,
@@ -89,8 +100,10 @@ class MixingLawSurrogate(Surrogate):
         return res.x
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.params is None or self.sigma is None:
+        if self.params is None or self.sigma is None or self.cov is None:
             raise RuntimeError("fit the surrogate before predict")
         X = np.atleast_2d(np.asarray(X, dtype=float))
         mean = np.column_stack([law(p, X) for p in self.params])
-        return mean, np.broadcast_to(self.sigma, mean.shape).copy()
+        leverage = np.column_stack([np.einsum("ij,jk,ik->i", G, C, G)
+                                    for G, C in ((jacobian(p, X), C) for p, C in zip(self.params, self.cov))])
+        return mean, self.sigma * np.sqrt(1.0 + np.maximum(leverage, 0.0))

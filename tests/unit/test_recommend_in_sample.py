@@ -7,7 +7,7 @@ import pytest
 from orchestrator.mixture import Mixture
 from orchestrator.objective import Objective
 from orchestrator.strategies import build_strategy
-from orchestrator.strategies.base import IN_SAMPLE, MODEL
+from orchestrator.strategies.base import IN_SAMPLE, MODEL, OBSERVED
 from orchestrator.strategies.contract import Outcome
 
 DOMAINS = ("a", "b", "c", "d")
@@ -60,6 +60,13 @@ def test_recommendation_is_predicted_no_worse_than_any_observed_run(kind, option
     for seed in (1, 2):
         s = told(kind, options, runs=12, seed=seed)
         rec = s.recommend()
+        if rec.source == OBSERVED:
+            # only a model without a posterior std may fail its cross-validation, and then the best run is
+            # recommended by its own losses
+            assert not s.surrogate()[0].calibrated
+            assert any("predicts held-out runs no better than their mean" in n for n in rec.notes)
+            assert rec.mixture == min(s.observations, key=lambda o: s.objective(o.losses)).mixture
+            continue
         assert rec.source in (MODEL, IN_SAMPLE)
         observed = np.array([o.mixture.as_array() for o in s.observations])
         assert rec.objective <= predicted_objective(s, observed).min() + 1e-9
@@ -120,3 +127,35 @@ def test_an_optimum_better_only_within_its_std_is_not_recommended():
     rec = s.best_predicted(vertex, _fake_predictor(s, vertex, gain=0.05, optimum_std=0.08), [])
     assert rec.source == MODEL
     assert rec.mixture.as_array() == pytest.approx(vertex)
+    # a floor on its std (a model's cross-validated error) makes the same gain too small
+    rec = s.best_predicted(vertex, _fake_predictor(s, vertex, gain=0.05, optimum_std=0.08), [], std_floor=0.2)
+    assert rec.source == IN_SAMPLE
+
+
+def test_a_law_that_fails_cross_validation_recommends_the_best_observed_run():
+    # Losses the law cannot represent (noise around a constant): held-out runs are predicted no better
+    # than by their mean, so the law's optimum and its ranking of the runs are not used.
+    s = build_strategy("mixing_law", {"starts": 4}, DOMAINS, MEAN, seed=0)
+    rng = np.random.default_rng(3)
+    for w in rng.dirichlet(np.ones(4), size=14):
+        s.tell(Outcome(Mixture.from_array(DOMAINS, w), dict(zip(DOMAINS, map(float, 3.0 + rng.normal(0, 0.05, 4))))))
+    error, spread = s.cross_validated()
+    assert error >= spread > 0
+    rec = s.recommend()
+    assert rec.source == OBSERVED
+    assert rec.mixture == min(s.observations, key=lambda o: s.objective(o.losses)).mixture
+    assert any(n.startswith("cross-validated error of the objective:") for n in rec.notes)
+
+
+def test_a_law_that_fits_passes_cross_validation_and_its_optimum_is_recommended():
+    s = build_strategy("mixing_law", {"starts": 4}, DOMAINS, MEAN, seed=0)
+    t = np.array([[-2.0, 0.3, 0.0, 0.1], [0.2, -1.5, 0.4, 0.0], [0.0, 0.0, -3.0, 0.5], [0.5, 0.2, 0.1, -1.0]])
+    for w in np.random.default_rng(4).dirichlet(np.ones(4), size=14):
+        s.tell(Outcome(Mixture.from_array(DOMAINS, w), dict(zip(DOMAINS, map(float, 2.0 + np.exp(t @ w))))))
+    error, spread = s.cross_validated()
+    assert error < 0.1 * spread
+    rec = s.recommend()
+    assert rec.source in (MODEL, IN_SAMPLE)
+    observed = min(s.objective(o.losses) for o in s.observations)
+    truth = float(np.mean(2.0 + np.exp(t @ rec.mixture.as_array())))
+    assert truth <= observed + 1e-3  # no worse than the best run, by the law itself

@@ -62,6 +62,36 @@ def test_gp_uncertainty_grows_away_from_the_data():
     assert np.all(std[1] > std[0])
 
 
+def test_mixing_law_uncertainty_grows_where_the_runs_do_not_pin_the_law_down():
+    # Runs near uniform leave the law's slopes towards a vertex uncertain: the delta method's std is
+    # larger there than at the runs, and at the runs it stays within sqrt(2) of the residual error.
+    W = RNG.dirichlet(np.full(K, 30.0), size=30)
+    Y = mixing_law_losses(W) + RNG.normal(0, 0.01, (30, 3))
+    fit = MixingLawSurrogate(starts=4, seed=0).fit(W, Y)
+    _, at_runs = fit.predict(W)
+    _, at_vertex = fit.predict(np.array([[0.0, 0.0, 0.0, 1.0]]))
+    assert np.all(at_runs >= fit.sigma - 1e-12) and np.all(at_runs <= np.sqrt(2) * fit.sigma + 1e-12)
+    assert np.all(at_vertex[0] > 3 * at_runs.mean(axis=0))
+
+
+def test_batched_gradient_matches_scipys_finite_differences_and_stays_inside_the_bounds():
+    from scipy.optimize import approx_fprime
+
+    from orchestrator.optimize import batched_gradient
+    calls, seen = [], []
+
+    def fun(X):
+        calls.append(len(X))
+        seen.append(X.copy())
+        return np.log1p(X @ np.array([1.0, 2.0, 3.0, 4.0])) + (X**2).sum(axis=1)
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    value, grad = batched_gradient(fun, w, upper=np.array([1.0, 1.0, 1.0, 0.4]))
+    assert calls == [5]  # one call for the value and every coordinate
+    assert value == pytest.approx(fun(w[None])[0])
+    np.testing.assert_allclose(grad, approx_fprime(w, lambda x: fun(x[None])[0]), rtol=1e-5)
+    assert np.all(seen[0][:, 3] <= 0.4)  # the step at the upper bound goes backwards
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(-3, 3), min_size=5, max_size=5), st.floats(0.0, 0.15), st.floats(0.3, 1.0))
 def test_projection_lands_inside_any_feasible_bounds(v, floor, cap):
