@@ -100,26 +100,14 @@ def _wait(address, env, job_id, want, timeout_s=180) -> str:
 
 
 @pytest.mark.slow
-def test_a_submitted_sweep_runs_on_the_cluster(ray_head, tmp_path):
-    address, env = ray_head
-    sweep = tmp_path / "sweep"
-    job_id = _submit([str(_spec(tmp_path)), "--address", address, "--dir", str(sweep)], env)
-    assert job_id.startswith("mixsweep-submitted-")
-    assert _wait(address, env, job_id, {"SUCCEEDED", "FAILED"}) == "SUCCEEDED"
-    status = json.loads(subprocess.run(MIXSWEEP + ["status", str(sweep), "--json"], capture_output=True, text=True).stdout)
-    assert status["completed"] == 5 and status["finished"]
-    # placed on the worker node, each holding one of its declared GPUs
-    assert all(t["placement"]["gpus"] for t in status["trials"])
-    logs = subprocess.run(MIXSWEEP + ["logs", job_id, "--address", address], env=env, capture_output=True, text=True, timeout=60)
-    assert "Recommended mixture" in logs.stdout and "SUCCEEDED" in logs.stdout
-
-
-@pytest.mark.slow
-def test_a_stopped_job_is_resumed_by_a_new_one(ray_head, tmp_path):
+def test_a_submitted_sweep_runs_on_the_cluster_and_a_stopped_job_is_resumed_by_a_new_one(ray_head, tmp_path):
+    # One sweep for both promises (each job costs the head a driver start): the first job is stopped
+    # mid-sweep, the second (--resume) runs the sweep to the end on the cluster's GPU worker.
     address, env = ray_head
     sweep = tmp_path / "sweep"
     spec = _spec(tmp_path, duration_s=2.0, trials=6)
     job_id = _submit([str(spec), "--address", address, "--dir", str(sweep)], env)
+    assert job_id.startswith("mixsweep-submitted-")
     journal = sweep / "journal.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (journal.exists() and '"trial_completed"' in journal.read_text()):
@@ -130,7 +118,11 @@ def test_a_stopped_job_is_resumed_by_a_new_one(ray_head, tmp_path):
     again = _submit([str(spec), "--address", address, "--dir", str(sweep), "--resume"], env)
     assert _wait(address, env, again, {"SUCCEEDED", "FAILED"}) == "SUCCEEDED"
     status = json.loads(subprocess.run(MIXSWEEP + ["status", str(sweep), "--json"], capture_output=True, text=True).stdout)
-    assert status["completed"] == 6 and status["resumes"] == 1
+    assert status["completed"] == 6 and status["resumes"] == 1 and status["finished"]
+    # placed on the worker node, each holding one of its declared GPUs
+    assert all(t["placement"]["gpus"] for t in status["trials"])
+    logs = subprocess.run(MIXSWEEP + ["logs", again, "--address", address], env=env, capture_output=True, text=True, timeout=60)
+    assert "Recommended mixture" in logs.stdout and "SUCCEEDED" in logs.stdout
 
 
 def test_submit_refuses_a_relative_sweep_dir(tmp_path):
