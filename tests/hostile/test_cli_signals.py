@@ -1,6 +1,7 @@
 """SIGINT / SIGTERM during a real `mixsweep run` of a quick synthetic sweep: exit 130 with one `error:` line
 (no traceback), a `sweep_interrupted` event in the journal, and `mixsweep resume` finishing the budget
-with no finished trial trained twice. Real Ray in subprocesses, hence `slow`.
+with no finished trial trained twice. Real Ray in subprocesses, hence `slow`: the interrupted run's
+embedded one, and the test session's, which the resume joins (as a resume on a cluster does).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _our_lines(stderr: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_mid_sweep_exits_130_in_one_line_and_resume_finishes(tmp_path: Path, signum: int) -> None:
+def test_a_signal_mid_sweep_exits_130_in_one_line_and_resume_finishes(ray_session, tmp_path: Path, signum: int) -> None:
     spec, sweep = _spec(tmp_path), tmp_path / "sweep"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MIXSWEEP_DEBUG")}
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(spec), "--dir", str(sweep), "--quiet"],
@@ -71,7 +72,8 @@ def test_a_signal_mid_sweep_exits_130_in_one_line_and_resume_finishes(tmp_path: 
     assert events[-1]["event"] == "sweep_interrupted"
     done_before = {e["trial"] for e in events if e["event"] == "trial_completed"}
 
-    resumed = run_cli(["resume", str(sweep), "--quiet"], env=env)
+    address = ray_session.get_runtime_context().gcs_address
+    resumed = run_cli(["resume", str(sweep), "--quiet", "--address", address], env=env)
     assert resumed.returncode == 0, resumed.stderr
     events = _events(sweep)
     completed = [e["trial"] for e in events if e["event"] == "trial_completed"]

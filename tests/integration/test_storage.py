@@ -37,7 +37,7 @@ def test_whole_file_writes_through_uris(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_on_a_uri_resumes_on_another_head(tmp_path):
+def test_a_sweep_on_a_uri_resumes_on_another_head(ray_session, tmp_path):
     spec = {"name": "remote", "domains": {d: {} for d in ("a", "b")},
             "trainer": {"kind": "synthetic", "duration_s": 0.6, "progress_events": 2, "noise": 0.0},
             "strategy": {"kind": "sobol"}, "budget": {"trials": 5, "concurrency": 2},
@@ -51,7 +51,8 @@ def test_a_sweep_on_a_uri_resumes_on_another_head(tmp_path):
     kept = {p.parent.name: p.read_bytes() for p in bucket.glob("trials/*/result.json")}
     assert len(kept) == 2, "both finished trials reached the URI before the crash"
     shutil.rmtree(tmp_path / "head-1-cache")  # the first head is gone, with its local mirror
-    out = run_cli(["resume", uri, "--quiet"])
+    # The other head: the test session's Ray, joined (the crashed run's embedded Ray died with it).
+    out = run_cli(["resume", uri, "--quiet", "--address", ray_session.get_runtime_context().gcs_address])
     assert out.returncode == 0, out.stderr[-3000:]
     for tid, blob in kept.items():
         assert (bucket / "trials" / tid / "result.json").read_bytes() == blob
