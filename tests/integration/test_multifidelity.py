@@ -53,7 +53,7 @@ def _env(**extra) -> dict:
     return {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **extra}
 
 
-def test_a_multi_fidelity_sweep_spends_its_cost_budget_at_both_fidelities_and_resumes_mid_way(tmp_path):
+def test_a_multi_fidelity_sweep_spends_its_cost_budget_at_both_fidelities_and_resumes_mid_way(ray_session, tmp_path):
     spec, sweep = _spec(tmp_path), tmp_path / "sweep"
     # The controller SIGKILLs itself right after journaling its 6th result (the 4-run design is cheap).
     crashed = run_cli(["run", spec, "--dir", str(sweep), "--quiet"], env=_env(MIXSWEEP_FAULT_KILL_AFTER="trial_completed:6"))
@@ -62,7 +62,9 @@ def test_a_multi_fidelity_sweep_spends_its_cost_budget_at_both_fidelities_and_re
     assert not any(e["event"] == "sweep_finished" for e in before)
     kept = {e["trial"]: (sweep / "trials" / e["trial"] / "result.json").read_bytes() for e in before if e["event"] == "trial_completed"}
 
-    out = run_cli(["resume", str(sweep), "--quiet"], env=_env(), timeout=400)
+    # The resume joins the session's Ray (as on a cluster); the crashed run's embedded Ray died with it.
+    address = ray_session.get_runtime_context().gcs_address
+    out = run_cli(["resume", str(sweep), "--quiet", "--address", address], env=_env(), timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     events = list(read_events(sweep / "journal.jsonl"))
     completed = [e["trial"] for e in events if e["event"] == "trial_completed"]

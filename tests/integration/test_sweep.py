@@ -131,7 +131,7 @@ def test_the_same_mixture_is_trained_once(ray_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_run_prints_the_recommendation(tmp_path):
+def test_cli_run_prints_the_recommendation(ray_session, tmp_path):
     spec = Path(__file__).parents[2] / "examples" / "synthetic.yaml"
     out = run_cli(["run", str(spec), "--dir", str(tmp_path / "s"), "--quiet"])
     assert out.returncode == 0, out.stderr[-2000:]
@@ -139,7 +139,8 @@ def test_cli_run_prints_the_recommendation(tmp_path):
     status = _status_json(tmp_path / "s")
     assert status["completed"] + status["failed"] == status["budget"] == 12
     assert (tmp_path / "s" / "report" / "objective.png").stat().st_size > 10_000
-    again = run_cli(["run", str(spec), "--dir", str(tmp_path / "s")])
+    # Refused by the sweep directory: on the session's Ray, not a second embedded one started only to refuse.
+    again = run_cli(["run", str(spec), "--dir", str(tmp_path / "s"), "--address", ray_session.get_runtime_context().gcs_address])
     assert again.returncode == 2 and again.stderr.strip().startswith("error:") and "Traceback" not in again.stderr
 
 
