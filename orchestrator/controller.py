@@ -114,6 +114,7 @@ class Controller:
             self.strategy.fidelities = self.plan
         self.fault = FaultHook()
         self._strategy_saved = 0.0
+        self.target_run = None  # the target run's data caps, once the data is prepared (_prepare_data)
         self._data_journal: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------ setup
@@ -508,7 +509,7 @@ class Controller:
             self.log("no trial completed: nothing to recommend")
             return None
         rec = self.strategy.recommend()
-        target = getattr(self, "target_run", None)
+        target = self.target_run
         if target is not None:  # an observed seed run may lie beyond the target caps; no proposal does
             from orchestrator.target import feasible_or_best_inside
 
