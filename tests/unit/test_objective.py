@@ -180,7 +180,8 @@ def test_constrained_strategies_never_recommend_a_mixture_breaking_the_constrain
     rec = s.recommend()
     if rec.source == "observed":  # a real run: its observed losses satisfy the constraint
         assert obj.violated_by(rec.predicted) <= 0
-        assert any("violate" in n for n in rec.notes)
+        # why a real run: the model's pick would violate, or the model failed its cross-validation
+        assert any("violate" in n or "predicts held-out runs no better" in n for n in rec.notes)
     else:  # the model's mixture: predicted to satisfy (with its std), and it does on the true losses
         assert obj.violated_by({d: v + rec.predicted_std.get(d, 0) for d, v in rec.predicted.items()}) <= 0
         assert obj.violated_by(loss_dict(rec.mixture.as_array())) <= 0.002
