@@ -9,7 +9,8 @@ multiple of s leaves the remainder unspent rather than a mixture with fewer runs
 
 `top_k = k`: the strategy's own proposals get `budget.trials - k (s - 1)` trials; once they are all
 done (spent, or the strategy has nothing left to propose, and nothing is in flight), the k best
-mixtures by objective (their first run) get replicates 1..s-1 from the reserved rest of the budget.
+mixtures by objective (their first run; at the target fidelity in a multi-fidelity sweep) get
+replicates 1..s-1 from the reserved rest of the budget.
 
 Everything is derived from the sweep's trials as journaled (proposed, running or ended), never kept in
 the strategy: a resumed sweep owes exactly what the stopped one did. The strategy's own sequence
@@ -80,8 +81,10 @@ class ReplicatePlan:
         return max(left // self.seeds, 0)
 
     def best(self, state: SweepState) -> list[TrialRecord]:
-        """The top_k completed first runs by objective (ties: proposed first), as the ladder ranks them."""
-        done = [t for t in state.completed if t.replicate == 0 and t.measures_mixture
+        """The top_k completed first runs by objective (ties: proposed first), as the ladder ranks them; in
+        a multi-fidelity sweep those at the target fidelity (a cheap run's loss is of another model size,
+        and the recommendation weighs target runs only)."""
+        done = [t for t in state.completed if t.replicate == 0 and t.measures_mixture and state.at_target(t)
                 and t.objective is not None and math.isfinite(t.objective)]
         return sorted(done, key=lambda t: (t.objective, t.proposed_seq))[:self.top_k]
 

@@ -75,6 +75,24 @@ def _state(trials: list[tuple[tuple, int, float | None]]) -> SweepState:
     return state
 
 
+def test_top_k_ranks_only_the_target_fidelitys_runs():
+    # The cheap fidelity's runs have lower losses here (another function); the replicates go to the best
+    # target runs, at the target fidelity (their options are the first run's).
+    state = SweepState(Objective.from_spec(ObjectiveSpec(kind="target", domain="a"), DOMAINS))
+    state.apply({"event": "sweep_started", "seq": 1, "fidelities": {"small": {"cost": 1}, "big": {"cost": 8}},
+                 "target_fidelity": "big"})
+    runs = [((0.5, 0.3, 0.2), "small", 0.2), ((0.2, 0.5, 0.3), "big", 1.1), ((0.3, 0.2, 0.5), "small", 0.3),
+            ((0.1, 0.1, 0.8), "big", 1.0), ((0.6, 0.2, 0.2), "big", 1.4)]
+    for seq, (w, fidelity, loss) in enumerate(runs, 1):
+        state.apply({"event": "trial_proposed", "seq": 2 * seq, "trial": f"t{seq}", "mixture": dict(zip(DOMAINS, w)),
+                     "options": {"fidelity": fidelity}})
+        state.apply({"event": "trial_completed", "seq": 2 * seq + 1, "trial": f"t{seq}", "losses": {"a": loss}})
+    s = build_strategy("sobol", {}, DOMAINS, MEAN, seed=0)
+    s.set_replicates(2, 2, 7, lambda: state)
+    assert [(p.mixture.as_dict()["a"], p.options) for p in s.ask(2, [])] == [
+        (0.1, {"fidelity": "big", "replicate": 1}), (0.2, {"fidelity": "big", "replicate": 1})]
+
+
 def test_seeds_owe_each_mixture_its_replicates_before_anything_new():
     box = {"state": _state([((0.5, 0.3, 0.2), 0, 1.0), ((0.2, 0.5, 0.3), 0, None)])}
     s = build_strategy("sobol", {}, DOMAINS, MEAN, seed=0)
