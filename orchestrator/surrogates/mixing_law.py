@@ -68,7 +68,7 @@ class MixingLawSurrogate(Surrogate):
         self.sigma = np.sqrt((resid**2).sum(axis=0) / dof)
         # A pseudo-inverse: with k+1 parameters and few runs J'J can be singular (a domain no run
         # trains on leaves its t_j free); the free directions then add nothing rather than inf.
-        self.cov = np.array([np.linalg.pinv(jacobian(p, X).T @ jacobian(p, X), rcond=1e-10) for p in self.params])
+        self.cov = np.array([np.linalg.pinv(J.T @ J, rcond=1e-10) for J in (jacobian(p, X) for p in self.params)])
         return self
 
     def _fit_domain(self, X: np.ndarray, y: np.ndarray, train: np.ndarray, hold: np.ndarray,
