@@ -73,10 +73,16 @@ def validate(spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
             capped = f", weight cap {caps[name]:.3f}" if caps[name] < 1 else ""
             console.print(f"  {name}: {t.train_tokens:,} training tokens, {t.val_tokens:,} held out{capped} ({t.location})", soft_wrap=True)
     console.print(f"[green]ok[/green]: {spec} ({len(s.domains)} domains, strategy {s.strategy.kind}, "
-                  f"{s.budget.trials} trials, {s.budget.concurrency} at a time"
-                  + (f"; fidelities {', '.join(f'{f.name} (cost {s.fidelity_cost(f.name):g})' for f in s.fidelities)}, target "
-                     f"{s.target_fidelity}" + (f", cost budget {s.budget.cost:g}" if s.budget.cost is not None else "")
-                     if s.fidelities else "") + ")", soft_wrap=True)
+                  f"{s.budget.trials} trials, {s.budget.concurrency} at a time{_fidelities_said(s)})", soft_wrap=True)
+
+
+def _fidelities_said(s) -> str:
+    """`; fidelities debug (cost 1), 1m (cost 8), target 1m, cost budget 64` for a multi-fidelity spec, else ''."""
+    if not s.fidelities:
+        return ""
+    levels = ", ".join(f"{f.name} (cost {s.fidelity_cost(f.name):g})" for f in s.fidelities)
+    budget = f", cost budget {s.budget.cost:g}" if s.budget.cost is not None else ""
+    return f"; fidelities {levels}, target {s.target_fidelity}{budget}"
 
 
 @app.command()

@@ -230,9 +230,15 @@ class ModelStrategy(Predictive):
         return best_observed(self, count)
 
     def predicted_upper(self, W: np.ndarray, risk: float) -> np.ndarray:
-        """Predicted objective + risk * its std at W (n, k): (n,), nats/token (module `predicted_upper`)."""
-        surrogate, loss_domains = self.surrogate()
-        return predicted_upper(self, lambda X: (*surrogate.predict(X), loss_domains), W, risk)
+        """Predicted objective + risk * its std at W (n, k) by `compared_losses`: (n,), nats/token
+        (module `predicted_upper`)."""
+        return predicted_upper(self, self.compared_losses, W, risk)
+
+    def compared_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """What the recommendation compares mixtures by (its optimum's search on mean + risk std, and the
+        in-sample rule's margin): `predict_losses`, unless a strategy's std holds a part shared by every
+        mixture (mfgp: the scale trend's error at the target scale)."""
+        return self.predict_losses(W)
 
     def model_optimum(self, rng: np.random.Generator, polish: int = 3, risk: float = 0.0) -> np.ndarray:
         """Minimiser (k,) inside the bounds of the predicted objective plus `risk` standard deviations
@@ -267,7 +273,7 @@ class ModelStrategy(Predictive):
                 return Recommendation(**{**base.__dict__, "notes": [*notes, why, *base.notes]})
             floor = error
         w = self.model_optimum(recommend_rng(self), risk=RECOMMEND_RISK)
-        return self.checked(self.best_predicted(w, self.predict_losses, notes, std_floor=floor))
+        return self.checked(self.best_predicted(w, self.compared_losses, notes, std_floor=floor))
 
     def cross_validated(self, folds: int = CV_FOLDS) -> tuple[float, float]:
         """The surrogate's root-mean-square error on the objective of held-out runs (`folds`-fold,

@@ -39,7 +39,6 @@ import torch
 from orchestrator.mixture import Mixture
 from orchestrator.scale_model import AtScale, Scale, ScaleAwareGP, ScaleGP
 from orchestrator.strategies.base import Recommendation
-from orchestrator.strategies.model_based import RECOMMEND_RISK, minimize_objective, predicted_upper, recommend_rng
 from orchestrator.strategies.configs import MultiFidelityConfig
 from orchestrator.strategies.contract import FidelityPlan, Proposal, Requirements
 from orchestrator.surrogates.base import single_threaded
@@ -221,23 +220,21 @@ class MultiFidelityGP(ScaleGP):
             picked, _ = optimize_acqf_discrete(fixed, q=n, choices=torch.tensor(choices, dtype=DTYPE))
         return [Mixture.from_array(self.domains, w) for w in picked.numpy()]
 
-    def _recommend(self) -> Recommendation:
-        """gp's recommendation at the target scale, with the GP's std alone where mixtures are compared
-        (the optimum's search and the in-sample rule's margin): the trend's standard error is the same for
-        every mixture at one scale, so it says nothing about which is better. The recommendation then
-        carries the full std at the target scale, trend included (extrapolation is said, not hidden)."""
-        if len(self.observations) < max(self.min_runs(), 1):
-            return super()._recommend()
+    def compared_losses(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """Predicted losses at the target scale with the GP's std alone: the trend's standard error is the
+        same for every mixture at one scale, so it says nothing about which is better."""
         surrogate, loss_domains = self.surrogate()
+        mean, _ = surrogate.predict(W)
+        _, std = posterior_mean_std(surrogate.model.model, self._inputs_at(surrogate.model, W, None))
+        return mean, std, loss_domains
 
-        def relative(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-            mean, _ = surrogate.predict(W)
-            _, std = posterior_mean_std(surrogate.model.model, self._inputs_at(surrogate.model, W, None))
-            return mean, std, loss_domains
-
-        w = minimize_objective(self, lambda W: predicted_upper(self, relative, W, RECOMMEND_RISK), self.bounds, recommend_rng(self))
-        rec = self.checked(self.best_predicted(w, relative, [f"surrogate: {surrogate.name}"]))
-        mean, std = surrogate.predict(rec.mixture.as_array()[None, :])
+    def _recommend(self) -> Recommendation:
+        """gp's recommendation at the target scale (compared by `compared_losses`), then given the full
+        std there, trend included: extrapolation is said, not hidden."""
+        rec = super()._recommend()
+        if len(self.observations) < max(self.min_runs(), 1):
+            return rec
+        mean, std, loss_domains = self.predict_losses(rec.mixture.as_array()[None, :])
         _, value_std = self.objective.compose(mean, std, loss_domains)
         return Recommendation(**{**rec.__dict__, "predicted_std": dict(zip(loss_domains, map(float, std[0]))),
                                  "objective_std": float(value_std[0])})
