@@ -32,7 +32,7 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import InputTransform
 from botorch.utils.datasets import SupervisedDataset
 
-from orchestrator.surrogates.gp import fit_model
+from orchestrator.surrogates.gp import fit_model, noise_likelihood
 
 # L-BFGS-B steps of a fit (GPConfig.fit_maxiter's default: 50 rank held-out runs as well as full
 # convergence, surrogates/gp.py).
@@ -67,8 +67,9 @@ class CubeToHellinger(InputTransform):
 
 
 class MixtureGP(SingleTaskGP):
-    """`gp`'s per-domain GP (BoTorch's SingleTaskGP with its default RBF-ARD kernel and priors, one
-    output per domain) with the noise always inferred, for Ax's modular BoTorch generator.
+    """`gp`'s per-domain GP (BoTorch's SingleTaskGP with its default RBF-ARD kernel and lengthscale
+    priors, one output per domain) with the noise always inferred, under `gp`'s noise prior
+    (`surrogates.gp.noise_likelihood`), for Ax's modular BoTorch generator.
 
     Shapes: train_X (n, k-1) in Ax's cube, train_Y (n, m) losses of m domains (standardised by Ax);
     the input transform (`CubeToHellinger`, set by the ModelConfig) makes the kernel's inputs (n, k)."""
@@ -76,7 +77,8 @@ class MixtureGP(SingleTaskGP):
     def __init__(self, train_X: torch.Tensor, train_Y: torch.Tensor, fit_maxiter: int = FIT_MAXITER,
                  input_transform: InputTransform | None = None, outcome_transform: Any = None) -> None:
         # Ax reads the constructor's argument names to see what it may pass, so they are spelled out.
-        super().__init__(train_X, train_Y, input_transform=input_transform, outcome_transform=outcome_transform)
+        super().__init__(train_X, train_Y, likelihood=noise_likelihood(train_Y.shape[-1]),
+                         input_transform=input_transform, outcome_transform=outcome_transform)
         self.fit_maxiter = fit_maxiter
 
     @classmethod

@@ -2,7 +2,7 @@
 
 One independent GP per evaluated domain, fitted together as one batched multi-output `SingleTaskGP`
 (BoTorch's default RBF kernel with ARD and dimension-scaled lengthscale priors, `Standardize` on each
-domain's losses, noise inferred). Fitted with each row's noise variance (`Yvar`, from replicated
+domain's losses, noise inferred under a prior set for a sweep's runs: `noise_likelihood`). Fitted with each row's noise variance (`Yvar`, from replicated
 mixtures: orchestrator/surrogates/noise.py), the noise is that instead (BoTorch's fixed-noise likelihood):
 replicates measure it, where inference confounds it with roughness the kernel cannot follow.
 
@@ -30,12 +30,39 @@ from botorch.models.transforms import Standardize
 from botorch.models.transforms.input import InputTransform
 from botorch.optim.closures import get_loss_closure_with_grads
 from botorch.optim.fit import fit_gpytorch_mll_scipy
+from gpytorch.constraints import GreaterThan
+from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import LogNormalPrior
 
 from orchestrator.surrogates.base import Surrogate, check_xy, single_threaded
 from orchestrator.surrogates.noise import FixedNoise
 
 DTYPE = torch.float64
+
+# Prior on each domain's noise variance, in units of the variance of the sweep's losses (Standardize):
+# LogNormal(NOISE_PRIOR_LOC, 1), median noise sd exp(-0.5) = 61% of the losses' sd. BoTorch's default,
+# LogNormal(-4, 1) (median 13%), fits a random design: over the 512 RegMix runs the run-to-run noise is
+# 6-17% of each domain's spread (log variance ratio -5.6 to -3.5, median -4.3). A sweep's runs crowd
+# around good mixtures, so their spread shrinks and noise is a larger share: log ratio -4.2 to -0.8
+# (medians -1.4 and -2.3) in two bench sweeps. Under the default prior the GP took much of the noise
+# for signal (inferred noise 0.17-0.21 of the truth in 4 of 6 synthetic draws at a 50% share; this
+# prior: 0.65-1.05, and 1.0-1.2 at a 10% share), and its optimum chased lucky runs. On 20 saved
+# bench sweeps each, recommendations worse than the sweep's best run by more than 0.005 nats went
+# from 2 to 0 (`gp`) and from 3 to 1 (`bayesopt`); locs -2 to 0 measured alike (docs/benchmarks.md,
+# "A noise prior for a sweep's runs").
+NOISE_PRIOR_LOC = -1.0
+# BoTorch's floor on inferred noise (MIN_INFERRED_NOISE_LEVEL).
+MIN_NOISE = 1e-4
+
+
+def noise_likelihood(outputs: int) -> GaussianLikelihood:
+    """The inferred-noise likelihood of a GP with `outputs` independent outputs: BoTorch's
+    (`get_gaussian_likelihood_with_lognormal_prior`, which has no argument for the prior) with the
+    prior centred at NOISE_PRIOR_LOC."""
+    prior = LogNormalPrior(loc=NOISE_PRIOR_LOC, scale=1.0)
+    return GaussianLikelihood(noise_prior=prior, batch_shape=torch.Size([outputs]) if outputs > 1 else torch.Size(),
+                              noise_constraint=GreaterThan(MIN_NOISE, transform=None, initial_value=prior.mode))
 
 
 class HellingerEmbedding(InputTransform):
@@ -55,11 +82,13 @@ class HellingerEmbedding(InputTransform):
 
 def build_model(X: torch.Tensor, Y: torch.Tensor, Yvar: torch.Tensor | None = None) -> SingleTaskGP:
     """Batched independent GPs: X (n, k) mixtures, Y (n, m) losses -> one model with m outputs; with
-    Yvar (n, m), each observation's noise variance is fixed to it (Standardize rescales it with Y)."""
+    Yvar (n, m), each observation's noise variance is fixed to it (Standardize rescales it with Y);
+    without, inferred under `noise_likelihood`'s prior."""
     with warnings.catch_warnings():
         # BoTorch warns that inputs are not min-max scaled: the embedding puts them in [0, 1] already.
         warnings.simplefilter("ignore")
-        return SingleTaskGP(X, Y, train_Yvar=Yvar, input_transform=HellingerEmbedding(),
+        return SingleTaskGP(X, Y, train_Yvar=Yvar, likelihood=None if Yvar is not None else noise_likelihood(Y.shape[-1]),
+                            input_transform=HellingerEmbedding(),
                             outcome_transform=Standardize(m=Y.shape[-1]))
 
 

@@ -62,6 +62,23 @@ def test_gp_uncertainty_grows_away_from_the_data():
     assert np.all(std[1] > std[0])
 
 
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_gp_infers_run_to_run_noise_from_a_sweeps_runs(share):
+    """32 runs whose noise sd is `share` of their spread: 10% is a random design over the RegMix runs,
+    50% a sweep's runs crowded around good mixtures. The GP must not take the noise for signal in
+    either (under BoTorch's default noise prior, 4 of these 6 draws at 50% inferred under a quarter)."""
+    ratios = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        W = rng.dirichlet(np.ones(8), size=32)
+        truth = 3.0 - 0.5 * np.log(W[:, 0] + 0.05) + 0.3 * (W[:, 1] - 0.2) ** 2 + 0.2 * np.sqrt(W[:, 2])
+        sd = share * truth.std()
+        model = GPSurrogate().fit(W, (truth + sd * rng.standard_normal(32))[:, None]).model
+        inferred = np.sqrt(model.likelihood.noise.detach().numpy().ravel()[0]) * model.outcome_transform.stdvs.detach().numpy().ravel()[0]
+        ratios.append(inferred / sd)
+    assert 0.5 < min(ratios) and max(ratios) < 1.5, ratios
+
+
 def test_mixing_law_uncertainty_grows_where_the_runs_do_not_pin_the_law_down():
     # Runs near uniform leave the law's slopes towards a vertex uncertain: the delta method's std is
     # larger there than at the runs, and at the runs it stays within sqrt(2) of the residual error.
