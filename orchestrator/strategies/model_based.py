@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from orchestrator.mixture import Mixture
-from orchestrator.objective import CONSTRAINT_PENALTY, Objective
+from orchestrator.objective import Objective
 from orchestrator.optimize import Bounds, minimize_on_simplex, project, sobol_simplex
 from orchestrator.strategies.base import Predictive, Predictor, Recommendation, Strategy
 from orchestrator.strategies.configs import BoundedConfig
@@ -59,11 +59,7 @@ def objective_points(objective: Objective, domains: tuple[str, ...], reference: 
 def best_observed(strategy: Strategy, count: int) -> np.ndarray:
     """The `count` observed mixtures of `strategy` with the lowest objective (penalised under
     constraints), (count, k): the centres of an optimum search."""
-    objective = strategy.objective
-
-    def score(o) -> float:
-        return objective(o.losses) + CONSTRAINT_PENALTY * max(objective.violated_by(o.losses), 0.0)
-    order = sorted(range(len(strategy.observations)), key=lambda i: score(strategy.observations[i]))
+    order = sorted(range(len(strategy.observations)), key=lambda i: strategy.observed_score(strategy.observations[i]))
     return np.array([strategy.observations[i].mixture.as_array() for i in order[:count]])
 
 
@@ -273,7 +269,8 @@ class ModelStrategy(Predictive):
                 return Recommendation(**{**base.__dict__, "notes": [*notes, why, *base.notes]})
             floor = error
         w = self.model_optimum(recommend_rng(self), risk=RECOMMEND_RISK)
-        return self.checked(self.best_predicted(w, self.compared_losses, notes, std_floor=floor))
+        return self.checked(self.best_predicted(w, self.compared_losses, notes, std_floor=floor,
+                                                rank_runs_observed=not surrogate.calibrated))
 
     def cross_validated(self, folds: int = CV_FOLDS) -> tuple[float, float]:
         """The surrogate's root-mean-square error on the objective of held-out runs (`folds`-fold,

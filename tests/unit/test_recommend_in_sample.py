@@ -1,5 +1,6 @@
 """Recommendations are never predicted worse than a run already seen (the in-sample best-point rule):
-every model strategy chooses between its optimum and the observed runs by its own prediction."""
+every model strategy chooses between its optimum and the observed runs by its own prediction; a model
+without a posterior (laws, trees) weighs its optimum against the best observed run."""
 
 import numpy as np
 import pytest
@@ -45,8 +46,24 @@ def test_an_observed_run_predicted_better_than_the_model_optimum_is_recommended(
     # predicted losses are the model's at that mixture (not the observed ones), and the note names both values
     mean, _, loss_domains = s.predict_losses(rec.mixture.as_array()[None])
     assert rec.predicted == pytest.approx(dict(zip(loss_domains, mean[0])))
-    assert any(n.startswith("in-sample: an observed run is predicted best, at") and "the model's optimum at" in n
+    # trees have no posterior: the run weighed against the optimum is the best observed one
+    assert rec.mixture == min(s.observations, key=lambda o: s.objective(o.losses)).mixture
+    assert any(n.startswith("in-sample: the best observed run, predicted at") and "the model's optimum at" in n
                for n in rec.notes)
+
+
+def test_a_model_without_a_posterior_recommends_the_best_observed_run_not_its_best_fitted_one():
+    # Noisy runs: the trees' fit ranks another run first, which is no better evidence than the runs' own
+    # observations (on the bench, bimix's best-fitted runs were 0.006-0.012 nats worse than its best run).
+    s = build_strategy("regmix", {"prior": "uniform", "n_estimators": 100, "simulations": 500, "top_k": 500}, DOMAINS, MEAN, seed=0)
+    rng = np.random.default_rng(0)
+    for w in rng.dirichlet(np.ones(4), size=16):
+        s.tell(Outcome(Mixture.from_array(DOMAINS, w), dict(zip(DOMAINS, map(float, losses(w) + 0.02 * rng.standard_normal(4))))))
+    fitted_best = s.observations[int(np.argmin(predicted_objective(s, np.array([o.mixture.as_array() for o in s.observations]))))]
+    observed_best = min(s.observations, key=lambda o: s.objective(o.losses))
+    assert fitted_best.mixture != observed_best.mixture  # the case the rule decides
+    rec = s.recommend()
+    assert rec.source == IN_SAMPLE and rec.mixture == observed_best.mixture
 
 
 @pytest.mark.parametrize("kind,options", [
@@ -69,7 +86,11 @@ def test_recommendation_is_predicted_no_worse_than_any_observed_run(kind, option
             continue
         assert rec.source in (MODEL, IN_SAMPLE)
         observed = np.array([o.mixture.as_array() for o in s.observations])
-        assert rec.objective <= predicted_objective(s, observed).min() + 1e-9
+        if kind == "bayesopt" or s.surrogate()[0].calibrated:
+            assert rec.objective <= predicted_objective(s, observed).min() + 1e-9
+        else:  # weighed against the best observed run (a law's fit at a run is no better than the run)
+            best = min(s.observations, key=lambda o: s.objective(o.losses)).mixture
+            assert rec.mixture == best or rec.objective <= predicted_objective(s, best.as_array()[None])[0] + 1e-9
         assert rec.objective == pytest.approx(predicted_objective(s, rec.mixture.as_array()[None])[0], abs=1e-6)
         assert any(n.startswith(("model:", "in-sample:")) for n in rec.notes)
 
