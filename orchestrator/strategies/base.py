@@ -18,7 +18,7 @@ Subclasses implement `next_proposals`; `ask` keeps every proposal inside the dat
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -291,16 +291,16 @@ class Strategy(abc.ABC):
         otherwise the best feasible observed run, with the reason in `notes`."""
         notes = rec.notes + [n for n in self.objective.notes() if n not in rec.notes]
         if not self.objective.constrained or rec.source not in (MODEL, IN_SAMPLE):
-            return Recommendation(**{**rec.__dict__, "notes": notes})
+            return replace(rec, notes=notes)
         upper = {d: v + rec.predicted_std.get(d, 0.0) for d, v in rec.predicted.items()}
         predicted = self.objective.violated_by(upper)
         observed = Strategy.recommend(self) if self.observations else None  # the best observed, not the model's
         if predicted > 0 and observed is not None:
             why = f"the model's mixture is predicted to violate the constraints by {predicted:.4f} nats; best feasible observed run instead"
-            return Recommendation(**{**observed.__dict__, "notes": [*rec.notes, why, *observed.notes]})
+            return replace(observed, notes=[*rec.notes, why, *observed.notes])
         if observed is not None and observed.notes and observed.notes[-1].startswith("no observed run"):
             notes.append("no observed run satisfies the constraints; the model's mixture is predicted to, unverified")
-        return Recommendation(**{**rec.__dict__, "notes": notes})
+        return replace(rec, notes=notes)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON state: the outcomes (with their artifacts) and failures in the order told, and `asked`.

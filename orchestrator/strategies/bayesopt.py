@@ -21,6 +21,7 @@ in-sample best-point rule over the model's optimum and the observed runs, by Ax'
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -281,7 +282,7 @@ class BayesOpt(Predictive):
         try:
             self._fit_model()
         except ValueError as err:
-            return Recommendation(**{**base.__dict__, "notes": [f"model unavailable ({err}); best observed", *base.notes]})
+            return replace(base, notes=[f"model unavailable ({err}); best observed", *base.notes])
         with single_threaded():
             params, _, _, _ = self._client.get_best_parameterization(use_model_predictions=True)
         u = np.array([params[f"u{i}"] for i in range(len(self.domains) - 1)])

@@ -12,6 +12,7 @@ into proposals (`propose`, per strategy). Randomness comes from a numpy Generato
 from __future__ import annotations
 
 import abc
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -251,7 +252,7 @@ class ModelStrategy(Predictive):
     def _recommend(self) -> Recommendation:
         if len(self.observations) < max(self.min_runs(), 1):
             base = super().recommend()
-            return Recommendation(**{**base.__dict__, "notes": [f"{self.kind} needs {self.min_runs()} results to model; best observed"]})
+            return replace(base, notes=[f"{self.kind} needs {self.min_runs()} results to model; best observed"])
         # The optimum is searched where the model is confident, not where its mean dips in an
         # unexplored corner: the minimiser of mean + 1 std (an upper confidence bound on the objective).
         surrogate, _ = self.surrogate()
@@ -266,7 +267,7 @@ class ModelStrategy(Predictive):
                 base = Strategy.recommend(self)
                 why = (f"the {surrogate.name} model predicts held-out runs no better than their mean "
                        f"(error {error:.4f} >= spread {spread:.4f}); best observed run")
-                return Recommendation(**{**base.__dict__, "notes": [*notes, why, *base.notes]})
+                return replace(base, notes=[*notes, why, *base.notes])
             floor = error
         w = self.model_optimum(recommend_rng(self), risk=RECOMMEND_RISK)
         return self.checked(self.best_predicted(w, self.compared_losses, notes, std_floor=floor,

@@ -33,6 +33,8 @@ trials at the small preset, then the top-k at the larger ones).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -236,10 +238,10 @@ class MultiFidelityGP(ScaleGP):
             return rec
         mean, std, loss_domains = self.predict_losses(rec.mixture.as_array()[None, :])
         _, value_std = self.objective.compose(mean, std, loss_domains)
-        return Recommendation(**{**rec.__dict__, "predicted_std": dict(zip(loss_domains, map(float, std[0]))),
-                                 "objective_std": float(value_std[0])})
+        return replace(rec, predicted_std=dict(zip(loss_domains, map(float, std[0]))),
+                       objective_std=float(value_std[0]))
 
     def recommend(self) -> Recommendation:
         rec = super().recommend()
         at = self._at()
-        return Recommendation(**{**rec.__dict__, "notes": [*rec.notes, f"predicted at the target scale ({at.describe()})"]})
+        return replace(rec, notes=[*rec.notes, f"predicted at the target scale ({at.describe()})"])
